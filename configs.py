@@ -1,0 +1,56 @@
+"""One typed set of defaults for training and fusion; argparse reads its defaults from here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+#: Weights shipped with the repository (lambda = 100), trained by run_train.py (see README).
+#: The file name carries the first 8 hex digits of its SHA-256; the full hash is checked at load.
+SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_b973a0e8.pth"
+SHIPPED_SHA256 = "b973a0e8223b2c93cafde08c9b4d9f1730ca2c52cce53600986d886334ae4c43"
+
+#: Bundled licence-clean natural images for the training demo (see data_train_sample/README.md).
+DEMO_TRAIN_IMAGES = ROOT / "data_train_sample"
+TEST_DATA = ROOT / "data_test"
+RESULTS = ROOT / "data_result"
+
+SSIM_WEIGHTS = (1, 10, 100, 1000)
+
+
+@dataclass
+class TrainConfig:
+    image_path: str = str(DEMO_TRAIN_IMAGES)
+    gray: bool = True
+    train_num: int | None = None
+    image_size: int = 256
+    crop: bool = False
+    flip: bool = False
+    batch_size: int = 2
+    num_epochs: int = 4
+    epoch_size: int | None = None
+    lr: float = 1e-4
+    lr_decay: float = 0.9
+    ssim_weight: int = 100
+    resume_path: str | None = None
+    num_workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+    val_path: str = str(TEST_DATA / "Tno")
+    log_every: int = 10
+    save_every: int = 0
+
+
+@dataclass
+class FuseConfig:
+    test_path: str = str(TEST_DATA)
+    output_path: str = str(RESULTS)
+    weights: str = str(SHIPPED_WEIGHTS)
+    strategy: str = "add"
+    l1_radius: int = 1
+    output_mode: str = "minmax"
+    device: str = "auto"
+    tile: int = 0

@@ -1,0 +1,5 @@
+"""DenseFuse network and fusion strategies."""
+from models.densefuse import DenseFuse
+from models.fusion import STRATEGIES, get_strategy
+
+__all__ = ["DenseFuse", "STRATEGIES", "get_strategy"]

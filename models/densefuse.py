@@ -1,0 +1,111 @@
+"""The DenseFuse autoencoder.
+
+H. Li, X.-J. Wu, "DenseFuse: A Fusion Approach to Infrared and Visible Images",
+IEEE TIP 28(5):2614-2623, 2019 (arXiv:1804.08361), Fig. 1 and Table I.
+
+Encoder: C1 (3x3, 1->16) followed by a dense block of three 3x3 convolutions that each
+output 16 channels and take the concatenation of every earlier output, giving
+16 + 3*16 = 64 feature maps. Decoder: four 3x3 convolutions 64->64->32->16->1.
+Every convolution has stride 1 and reflection padding 1, so an HxW input gives HxW feature
+maps and an HxW output; every layer but the last is followed by a ReLU. 74,193 parameters.
+
+Inputs are expected in [0, 1] (the official releases use 0-255 gray levels; the importer in
+``utils/official.py`` rescales their first layer so that the same files give the same result).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class ConvLayer(nn.Module):
+    """3x3 convolution, stride 1, reflection padding 1, optional ReLU. (B,Cin,H,W)->(B,Cout,H,W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=0)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Reflection padding (not zero padding) as in the paper's TF code: zero borders
+        # create dark frames in the reconstruction.
+        x = self.conv(F.pad(x, (1, 1, 1, 1), mode="reflect"))
+        return F.relu(x) if self.relu else x
+
+
+class DenseBlock(nn.Module):
+    """Dense block of the encoder (paper Sec. III-A). (B,16,H,W) -> (B,64,H,W).
+
+    Layer i sees ``cat([x, out_1, ..., out_{i-1}])`` (16, 32, 48 channels) and adds 16 channels.
+    Channel order of the output: input first, then the new features in order. (The official
+    TF code concatenates ``[new, x]``; ``utils/official.py`` permutes its kernels to match.)
+    """
+
+    def __init__(self, in_channels: int = 16, growth: int = 16, num_layers: int = 3):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            ConvLayer(in_channels + i * growth, growth) for i in range(num_layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], dim=1)
+        return x
+
+
+class Encoder(nn.Module):
+    """C1 then the dense block. (B,1,H,W) -> (B,64,H,W)."""
+
+    def __init__(self, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = ConvLayer(in_channels, 16)
+        self.dense = DenseBlock(16, 16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.conv1(x))
+
+
+class Decoder(nn.Module):
+    """C2..C5: 64->64->32->16->out, no ReLU after C5. (B,64,H,W) -> (B,1,H,W)."""
+
+    def __init__(self, out_channels: int = 1):
+        super().__init__()
+        self.layers = nn.Sequential(
+            ConvLayer(64, 64),
+            ConvLayer(64, 32),
+            ConvLayer(32, 16),
+            ConvLayer(16, out_channels, relu=False),
+        )
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.layers(f)
+
+
+class DenseFuse(nn.Module):
+    """DenseFuse autoencoder: ``encode`` -> fuse feature maps -> ``decode``.
+
+    ``forward(x)`` is the reconstruction used in training, (B,1,H,W) -> (B,1,H,W), any H,W >= 2
+    (reflection padding needs at least 2 pixels per side).
+    """
+
+    #: Layers applied in sequence on each path; the receptive field of ``decode(encode(x))``
+    #: is (2 * 8 + 1) pixels, so a tile halo of 8 pixels reproduces the untiled result.
+    RECEPTIVE_RADIUS = 8
+
+    def __init__(self, channels: int = 1):
+        super().__init__()
+        self.channels = channels
+        self.encoder = Encoder(channels)
+        self.decoder = Decoder(channels)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,C,H,W) image in [0,1] -> (B,64,H,W) non-negative feature maps."""
+        return self.encoder(x)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """(B,64,H,W) feature maps -> (B,C,H,W) image (nominally [0,1]; not clamped)."""
+        return self.decoder(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

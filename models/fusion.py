@@ -1,0 +1,75 @@
+"""Fusion strategies: pure functions on two (B,64,H,W) feature maps -> (B,64,H,W).
+
+Paper Sec. III-C. ``STRATEGIES`` maps the names accepted by ``--strategy`` to functions.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Strategy = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def add(f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
+    """Paper's addition strategy (Eq. 2): f = phi_ir + phi_vis, a plain sum as in the
+    official TF code. The decoded image is then brighter than either source, which is why the
+    official release stretched its outputs (``--output_mode minmax``)."""
+    return f_ir + f_vis
+
+
+def mean(f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
+    """(phi_ir + phi_vis) / 2: what most PyTorch ports call "addition"; keeps the intensity scale."""
+    return (f_ir + f_vis) * 0.5
+
+
+def maximum(f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of the two feature maps."""
+    return torch.maximum(f_ir, f_vis)
+
+
+def l1_activity(f: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Activity map of the L1-norm strategy (paper Eqs. 3-4), (B,C,H,W) -> (B,1,H,W).
+
+    C(x,y) = sum_c |phi^c(x,y)|, then block-averaged over a (2r+1)x(2r+1) window. At image
+    borders the window is cut to the pixels inside the image (mean of the valid pixels), so the
+    result does not depend on any padding value; ``radius=0`` skips averaging (official code).
+    """
+    act = f.abs().sum(dim=1, keepdim=True)
+    if radius > 0:
+        act = F.avg_pool2d(act, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return act
+
+
+def l1_norm(f_ir: torch.Tensor, f_vis: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Paper's L1-norm strategy (Eqs. 3-5): f = w_ir phi_ir + w_vis phi_vis with
+    w_k = C_k / (C_ir + C_vis) from :func:`l1_activity`; equal weights (0.5) where both
+    activities are 0. The weights sum to 1 at every pixel."""
+    a_ir, a_vis = l1_activity(f_ir, radius), l1_activity(f_vis, radius)
+    total = a_ir + a_vis
+    w_ir = torch.where(total > 0, a_ir / total.clamp_min(torch.finfo(total.dtype).tiny), 0.5)
+    return w_ir * f_ir + (1.0 - w_ir) * f_vis
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "add": add,
+    "mean": mean,
+    "l1_norm": l1_norm,
+    "max": maximum,
+}
+
+
+def get_strategy(name: str, l1_radius: int = 1) -> Strategy:
+    """The strategy called ``name``, with the L1-norm block radius bound where it applies."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown fusion strategy {name!r}; choose from {sorted(STRATEGIES)}")
+    if name == "l1_norm":
+        return partial(l1_norm, radius=l1_radius)
+    return STRATEGIES[name]
+
+
+def strategy_radius(name: str, l1_radius: int = 1) -> int:
+    """How many pixels of neighbourhood a strategy reads (for exact tiling)."""
+    return l1_radius if name == "l1_norm" else 0

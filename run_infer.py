@@ -1,0 +1,185 @@
+"""Fuse infrared and visible images with a trained DenseFuse (paper Fig. 3).
+
+    python run_infer.py                                  # every set under data_test/
+    python run_infer.py --test_path data_test/Road       # one set (or a folder of sets)
+    python run_infer.py --ir a.png --vis b.png           # one pair -> data_result/pair/
+
+Outputs: ``<output_path>/<Set>_fusion/<pair name>.png`` (8-bit; colour if the visible image is).
+Every input is read and checked before anything is fused or written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from configs import SHIPPED_SHA256, SHIPPED_WEIGHTS, SSIM_WEIGHTS, FuseConfig
+from models.fusion import STRATEGIES
+from utils.checkpoint import WeightsError, load_model
+from utils.devices import resolve_device
+from utils.fusion import OUTPUT_MODES, fuse_images
+from utils.images import ImageReadError, load_image, save_image
+from utils.pairs import FLAT_PATTERN, Pair, PairError, find_pairs, find_sets
+
+
+class InferError(RuntimeError):
+    """Reported as ``error: ...`` with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = FuseConfig()
+    p = argparse.ArgumentParser(
+        description="Fuse infrared and visible image pairs with DenseFuse.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--test_path", default=d.test_path,
+                   help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>) "
+                        "or a folder of such folders")
+    p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/")
+    p.add_argument("--vis", help="one visible image (with --ir)")
+    p.add_argument("--output_path", default=d.output_path,
+                   help="results folder; sets go to <output_path>/<Set>_fusion/")
+    p.add_argument("--weights", default=d.weights,
+                   help="weights: the shipped file, a run_train.py checkpoint, or the official "
+                        "DenseFuse release (TF checkpoint/zip or the PyTorch .model)")
+    p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
+                   help="with an official TF release holding several lambdas: which one")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=d.strategy,
+                   help="feature fusion: add = paper's sum, mean = half the sum, l1_norm = paper's "
+                        "L1-norm weighting, max = element-wise maximum")
+    p.add_argument("--l1_radius", type=int, default=d.l1_radius,
+                   help="l1_norm block-average radius r (window 2r+1); 0 = official code")
+    p.add_argument("--output_mode", choices=OUTPUT_MODES, default=d.output_mode,
+                   help="minmax = stretch each output to 0..255 as the official release did; "
+                        "clip = keep intensities, clip to 0..255")
+    p.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--tile", type=int, default=d.tile,
+                   help="tile size for large images (exact, with a halo); 0 = automatic, -1 = never")
+    p.add_argument("--skip_bad", action="store_true",
+                   help="fuse the good pairs and list the bad ones instead of stopping")
+    return p
+
+
+def single_pair(ir: Path, vis: Path) -> Pair:
+    """Name a lone pair after what its two file names share (``IR7``/``VIS7`` -> ``7``)."""
+    m_ir, m_vis = FLAT_PATTERN.match(ir.stem), FLAT_PATTERN.match(vis.stem)
+    if m_ir and m_vis and m_ir.group(2) == m_vis.group(2):
+        return Pair(m_ir.group(2), ir, vis)
+    return Pair(ir.stem if ir.stem == vis.stem else f"{ir.stem}_{vis.stem}", ir, vis)
+
+
+def collect_jobs(args) -> list[tuple[str, list[Pair], Path]]:
+    """``(set name, pairs, output folder)`` for everything to fuse; raises on any layout error."""
+    out_root = Path(args.output_path)
+    if args.ir or args.vis:
+        if not (args.ir and args.vis):
+            raise InferError("--ir and --vis must be given together")
+        for f in (args.ir, args.vis):
+            if not Path(f).is_file():
+                raise InferError(f"{f}: file not found")
+        return [("pair", [single_pair(Path(args.ir), Path(args.vis))], out_root / "pair")]
+    root = Path(args.test_path)
+    if not root.is_dir():
+        raise InferError(f"{root}: folder not found (pass --test_path DIR or --ir FILE --vis FILE)")
+    try:
+        layout, pairs = find_pairs(root)
+        print(f"{root}: layout {layout}, {len(pairs)} pairs")
+        return [(root.name, pairs, out_root / f"{root.name}_fusion")]
+    except PairError as e:
+        if "no IR/visible pairs found" not in str(e):
+            raise InferError(str(e)) from None
+    try:
+        sets = find_sets(root)
+    except PairError as e:
+        raise InferError(str(e)) from None
+    if not sets:
+        raise InferError(f"{root}: no IR/visible pairs found in it or its sub-folders")
+    jobs = []
+    for s in sets:
+        layout, pairs = find_pairs(s)
+        print(f"{s}: layout {layout}, {len(pairs)} pairs")
+        jobs.append((s.name, pairs, out_root / f"{s.name}_fusion"))
+    return jobs
+
+
+def check_pairs(pairs: list[Pair], out_dir: Path) -> tuple[list[Pair], list[str]]:
+    """``(good pairs, problems)``: every file is decoded once so that a bad pair 40 is reported
+    before pairs 1-39 are fused; problems are unreadable files, size mismatches and outputs
+    that would overwrite an input."""
+    good, problems = [], []
+    for pair in tqdm(pairs, desc="checking inputs", leave=False, disable=len(pairs) < 20):
+        found = []
+        try:
+            ir, vis = load_image(pair.ir), load_image(pair.vis)
+            if ir.shape[:2] != vis.shape[:2]:
+                found.append(f"{pair.ir} ({ir.shape[1]}x{ir.shape[0]}) and {pair.vis} "
+                             f"({vis.shape[1]}x{vis.shape[0]}): sizes differ")
+        except ImageReadError as e:
+            found.append(str(e))
+        target = output_file(out_dir, pair).resolve()
+        if target in (pair.ir.resolve(), pair.vis.resolve()):
+            found.append(f"{target}: output would overwrite an input; choose another --output_path")
+        problems += found
+        if not found:
+            good.append(pair)
+    return good, problems
+
+
+def output_file(out_dir: Path, pair: Pair) -> Path:
+    path = out_dir / f"{pair.name}.png"
+    if path.resolve().parent != out_dir.resolve():
+        raise InferError(f"pair name {pair.name!r} would write outside {out_dir}")
+    return path
+
+
+def run(args) -> int:
+    if args.l1_radius < 0:
+        raise InferError("--l1_radius must be >= 0")
+    jobs = collect_jobs(args)
+    bad: list[str] = []
+    checked = []
+    for name, pairs, out_dir in jobs:
+        good, problems = check_pairs(pairs, out_dir)
+        bad += problems
+        checked.append((name, good, out_dir))
+    if bad:
+        print(f"{len(bad)} problem(s) with the inputs:", file=sys.stderr)
+        for b in bad:
+            print(f"  {b}", file=sys.stderr)
+        if not args.skip_bad:
+            raise InferError("nothing was fused; fix the files above or pass --skip_bad")
+
+    weights = Path(args.weights)
+    expected = SHIPPED_SHA256 if weights.resolve() == SHIPPED_WEIGHTS.resolve() else None
+    try:
+        model, info = load_model(weights, expected, args.ssim_weight)
+    except WeightsError as e:
+        raise InferError(str(e)) from None
+    device = resolve_device(args.device)
+    model = model.to(device)
+    print(f"weights: {weights} ({info['kind']}); strategy {args.strategy}, output {args.output_mode}, "
+          f"device {device}")
+    for name, pairs, out_dir in checked:
+        t0 = time.perf_counter()
+        for pair in tqdm(pairs, desc=name, unit="pair"):
+            ir, vis = load_image(pair.ir), load_image(pair.vis)
+            fused = fuse_images(model, ir, vis, args.strategy, args.l1_radius, args.output_mode,
+                                device, args.tile)
+            save_image(output_file(out_dir, pair), fused)
+        print(f"{name}: {len(pairs)} pairs fused in {time.perf_counter() - t0:.1f} s -> {out_dir}")
+    return 1 if bad else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except InferError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

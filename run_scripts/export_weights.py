@@ -1,0 +1,67 @@
+"""Turn a run_train.py checkpoint into a shippable weight file.
+
+    python run_scripts/export_weights.py runs/<run>/checkpoints/best.pt --update_configs
+
+Writes ``weights/<name>_<sha8>.pth``: the model's fp32 state_dict only (about 300 KB), named
+with the first 8 hex digits of its SHA-256. ``--update_configs`` points configs.py's
+SHIPPED_WEIGHTS/SHIPPED_SHA256 at it (the full hash is checked whenever it is loaded).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs import ROOT  # noqa: E402
+from utils.checkpoint import (FORMAT, WeightsError, atomic_torch_save, model_from_state,  # noqa: E402
+                              sha256_file, torch_load)
+
+
+def export(checkpoint: Path, out_dir: Path, name: str) -> tuple[Path, str]:
+    obj = torch_load(checkpoint)
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        raise WeightsError(f"{checkpoint}: not a run_train.py checkpoint")
+    state = model_from_state(obj["model"], str(checkpoint)).state_dict()
+    tmp = out_dir / f".{name}.export.pth"
+    atomic_torch_save({k: v.float().contiguous() for k, v in state.items()}, tmp)
+    digest = sha256_file(tmp)
+    final = out_dir / f"{name}_{digest[:8]}.pth"
+    tmp.replace(final)
+    return final, digest
+
+
+def update_configs(path: Path, digest: str) -> None:
+    configs = ROOT / "configs.py"
+    text = configs.read_text()
+    text = re.sub(r'SHIPPED_WEIGHTS = ROOT / "weights" / "[^"]*"',
+                  f'SHIPPED_WEIGHTS = ROOT / "weights" / "{path.name}"', text)
+    text = re.sub(r'SHIPPED_SHA256 = "[^"]*"', f'SHIPPED_SHA256 = "{digest}"', text)
+    configs.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", help="a run_train.py checkpoint (.pt)")
+    p.add_argument("--out_dir", default=str(ROOT / "weights"), help="where to write the file")
+    p.add_argument("--name", default="densefuse_gray_l100", help="file name prefix")
+    p.add_argument("--update_configs", action="store_true",
+                   help="make configs.py ship the exported file")
+    args = p.parse_args(argv)
+    try:
+        path, digest = export(Path(args.checkpoint), Path(args.out_dir), args.name)
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{path}\nsha256 {digest}")
+    if args.update_configs:
+        update_configs(path, digest)
+        print("configs.py updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

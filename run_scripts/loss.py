@@ -1,0 +1,84 @@
+"""Draw the loss curves of a training run into a PNG (the seed's loss.jpg).
+
+    python run_scripts/loss.py runs/<run>            # writes runs/<run>/loss.png
+    python run_scripts/loss.py runs/<run> --out loss.png --smooth 50
+
+Reads the TensorBoard event files in ``<run>/logs`` (pixel, SSIM, total loss per step and,
+if present, validation PSNR per epoch).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def read_scalars(log_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
+    out = {}
+    for tag in acc.Tags()["scalars"]:
+        ev = acc.Scalars(tag)
+        out[tag] = (np.array([e.step for e in ev]), np.array([e.value for e in ev]))
+    return out
+
+
+def smooth(y: np.ndarray, k: int) -> np.ndarray:
+    """Trailing moving average over k points, over fewer at the start (no zero padding)."""
+    if k <= 1:
+        return y
+    c = np.cumsum(np.concatenate([[0.0], y]))
+    n = np.minimum(np.arange(1, len(y) + 1), k)
+    return (c[1:] - c[np.arange(1, len(y) + 1) - n]) / n
+
+
+def plot(scalars, out: Path, k: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [t for t in ("loss/pixel", "loss/ssim", "loss/total", "val/psnr") if t in scalars]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, tag in zip(axes[0], panels):
+        x, y = scalars[tag]
+        if tag.startswith("loss/"):
+            ax.plot(x, y, color="0.8", lw=0.6, label="raw")
+            ax.plot(x, smooth(y, k), lw=1.4, label=f"mean of {k}")
+            ax.set_yscale("log")
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        else:
+            ax.plot(x, y, "o-", lw=1.4)
+            ax.set_xlabel("epoch")
+        ax.set_title({"loss/pixel": "pixel loss (MSE, 0-255)", "loss/ssim": "SSIM loss (1-SSIM)",
+                      "loss/total": "total loss", "val/psnr": "validation PSNR (dB)"}[tag])
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Plot a training run's loss curves to PNG.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run", help="run folder (with logs/) or its logs/ folder")
+    p.add_argument("--out", help="output PNG; default <run>/loss.png")
+    p.add_argument("--smooth", type=int, default=25, help="moving-average window in logged points")
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    log_dir = run / "logs" if (run / "logs").is_dir() else run
+    if not list(log_dir.glob("events.out.tfevents.*")):
+        print(f"error: no TensorBoard event files in {log_dir}", file=sys.stderr)
+        return 2
+    scalars = read_scalars(log_dir)
+    if "loss/total" not in scalars:
+        print(f"error: {log_dir} has no loss/total scalars (not a run_train.py run?)", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else (log_dir.parent if log_dir.name == "logs" else log_dir) / "loss.png"
+    plot(scalars, out, args.smooth)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny generated images and weights, so the suite runs on CPU in minutes."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+
+from models.densefuse import DenseFuse  # noqa: E402
+
+
+
+def write_gray(path: Path, h: int, w: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 128 + 60 * np.sin(xx / 3.0 + seed) * np.cos(yy / 4.0) + rng.normal(0, 10, (h, w))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def write_rgb(path: Path, h: int, w: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(80, 176, (h, w, 3), dtype=np.uint8)  # mild colours: few out of gamut
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A randomly initialised (seed 0) DenseFuse saved as a bare state_dict."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save(DenseFuse().state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def flat_set(tmp_path) -> Path:
+    """IR<k>/VIS<k> layout, 3 pairs of odd sizes."""
+    d = tmp_path / "Flat"
+    for k, (h, w) in enumerate([(21, 17), (16, 16), (9, 30)], start=1):
+        write_gray(d / f"IR{k}.png", h, w, k)
+        write_gray(d / f"VIS{k}.png", h, w, 100 + k)
+    return d

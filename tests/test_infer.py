@@ -1,0 +1,159 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import run_infer
+from models.densefuse import DenseFuse
+from models.fusion import STRATEGIES
+from tests.conftest import write_gray, write_rgb
+from utils.fusion import fuse_gray, fuse_images
+from utils.images import rgb_to_ycbcr, load_image
+
+
+def infer(*args, weights):
+    return run_infer.main([*map(str, args), "--weights", str(weights), "--device", "cpu"])
+
+
+def test_flat_layout_writes_every_pair(flat_set, tmp_path, tiny_weights):
+    out = tmp_path / "res"
+    assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
+    files = sorted(p.name for p in (out / "Flat_fusion").iterdir())
+    assert files == ["1.png", "2.png", "3.png"]
+    img = np.asarray(Image.open(out / "Flat_fusion" / "1.png"))
+    assert img.shape == (21, 17) and img.dtype == np.uint8
+    assert img.min() == 0 and img.max() == 255  # minmax output mode
+
+
+@pytest.mark.parametrize("ir,vis", [("ir", "vi"), ("ir", "vis"), ("INF_images", "VIS_images")])
+def test_subfolder_layouts_and_root_of_sets(tmp_path, tiny_weights, ir, vis):
+    root = tmp_path / "data"
+    write_gray(root / "SetA" / ir / "x 1.png", 12, 10, 0)
+    write_gray(root / "SetA" / vis / "x 1.png", 12, 10, 1)
+    out = tmp_path / "res"
+    assert infer("--test_path", root, "--output_path", out, weights=tiny_weights) == 0
+    assert (out / "SetA_fusion" / "x 1.png").is_file()
+
+
+def test_single_pair(tmp_path, tiny_weights):
+    a, b = write_gray(tmp_path / "IR7.png", 9, 9, 0), write_gray(tmp_path / "VIS7.png", 9, 9, 1)
+    out = tmp_path / "res"
+    assert infer("--ir", a, "--vis", b, "--output_path", out, weights=tiny_weights) == 0
+    assert (out / "pair" / "7.png").is_file()
+
+
+def test_colour_visible_keeps_chroma(tmp_path, tiny_weights):
+    ir = write_gray(tmp_path / "ir" / "c.png", 14, 11, 0)
+    vis = write_rgb(tmp_path / "vi" / "c.png", 14, 11, 1)
+    out = tmp_path / "res"
+    assert infer("--test_path", tmp_path, "--output_path", out, weights=tiny_weights) == 0
+    fused = load_image(out / f"{tmp_path.name}_fusion" / "c.png")
+    assert fused.shape == (14, 11, 3)
+    src = rgb_to_ycbcr(load_image(vis))
+    got = rgb_to_ycbcr(fused)
+    # Chroma survives up to clipping of out-of-gamut colours and 8-bit rounding.
+    inside = np.all((fused > 0.02) & (fused < 0.98), axis=-1)
+    assert inside.mean() > 0.2
+    assert np.abs(got[inside, 1:] - src[inside, 1:]).max() < 0.02
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("hw,tile", [((37, 29), 8), ((19, 40), 13), ((16, 16), 5)])
+def test_tiled_equals_untiled(strategy, hw, tile):
+    torch.manual_seed(1)
+    model = DenseFuse().eval()
+    rng = np.random.default_rng(0)
+    a, b = rng.random(hw, dtype=np.float32), rng.random(hw, dtype=np.float32)
+    whole = fuse_gray(model, a, b, strategy, 2, "cpu", tile=-1)
+    tiled = fuse_gray(model, a, b, strategy, 2, "cpu", tile=tile)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_add_minmax_is_official_postprocessing():
+    torch.manual_seed(2)
+    model = DenseFuse().eval()
+    rng = np.random.default_rng(0)
+    a, b = rng.random((10, 12), dtype=np.float32), rng.random((10, 12), dtype=np.float32)
+    y = fuse_gray(model, a, b, "add", 1, "cpu", -1).astype(np.float32)
+    expect = np.floor((y - y.min()) / (y.max() - y.min()) * 255 + 0.5).astype(np.uint8)
+    got = fuse_images(model, a, b, "add", output_mode="minmax")
+    assert np.abs(got.astype(int) - expect).max() <= 1  # float32 rounding at .5 boundaries
+
+
+# ---- bad input: one clear line, exit code 2, nothing written --------------------------------
+
+def run_bad(capsys, *args, weights):
+    rc = infer(*args, weights=weights)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_size_mismatch_reports_before_writing(tmp_path, tiny_weights, capsys, flat_set):
+    write_gray(flat_set / "IR4.png", 10, 10, 0)
+    write_gray(flat_set / "VIS4.png", 11, 10, 0)
+    out = tmp_path / "res"
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", out, weights=tiny_weights)
+    assert "IR4.png" in err and "sizes differ" in err
+    assert not out.exists()
+
+
+def test_skip_bad_fuses_the_rest(tmp_path, tiny_weights, capsys, flat_set):
+    (flat_set / "IR4.png").write_bytes(b"not an image")
+    write_gray(flat_set / "VIS4.png", 10, 10, 0)
+    out = tmp_path / "res"
+    rc = infer("--test_path", flat_set, "--output_path", out, "--skip_bad", weights=tiny_weights)
+    assert rc == 1 and "IR4.png" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "Flat_fusion").iterdir()) == ["1.png", "2.png", "3.png"]
+
+
+def test_missing_partners_all_listed(tmp_path, tiny_weights, capsys, flat_set):
+    write_gray(flat_set / "IR8.png", 10, 10, 0)
+    write_gray(flat_set / "VIS9.png", 10, 10, 0)
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", weights=tiny_weights)
+    assert "IR8.png" in err and "VIS9.png" in err
+
+
+def test_unreadable_file(tmp_path, tiny_weights, capsys, flat_set):
+    (flat_set / "VIS2.png").write_bytes(b"")
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", weights=tiny_weights)
+    assert "VIS2.png" in err and "empty" in err
+
+
+def test_missing_folder(tmp_path, tiny_weights, capsys):
+    err = run_bad(capsys, "--test_path", tmp_path / "nowhere", weights=tiny_weights)
+    assert "nowhere" in err and "not found" in err
+
+
+def test_not_a_densefuse_checkpoint(tmp_path, capsys, flat_set):
+    bad = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", weights=bad)
+    assert "other.pth" in err and "not a DenseFuse checkpoint" in err
+
+
+def test_output_never_overwrites_input(tmp_path, tiny_weights, capsys):
+    d = tmp_path / "S"
+    a, b = write_gray(d / "ir" / "p.png", 8, 8, 0), write_gray(d / "vi" / "p.png", 8, 8, 1)
+    before = a.read_bytes()
+    # --output_path chosen so that <out>/pair/p.png is the IR file itself.
+    (tmp_path / "o").mkdir()
+    shutil.move(str(d / "ir"), str(tmp_path / "o" / "pair"))
+    a = tmp_path / "o" / "pair" / "p.png"
+    err = run_bad(capsys, "--ir", a, "--vis", b, "--output_path", tmp_path / "o", weights=tiny_weights)
+    assert "overwrite an input" in err and a.read_bytes() == before
+
+
+def test_ir_without_vis(tmp_path, tiny_weights, capsys):
+    err = run_bad(capsys, "--ir", "x.png", weights=tiny_weights)
+    assert "--ir and --vis" in err
+
+
+def test_help_lists_defaults(capsys):
+    with pytest.raises(SystemExit):
+        run_infer.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--strategy" in out and "(default: add)" in out and "(default: minmax)" in out

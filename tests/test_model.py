@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from models.densefuse import DenseFuse
+
+
+def test_parameter_count_matches_paper():
+    assert sum(p.numel() for p in DenseFuse().parameters()) == 74_193
+
+
+def test_layer_widths():
+    m = DenseFuse()
+    assert m.encoder.conv1.conv.in_channels == 1 and m.encoder.conv1.conv.out_channels == 16
+    assert [l.conv.in_channels for l in m.encoder.dense.layers] == [16, 32, 48]
+    assert all(l.conv.out_channels == 16 for l in m.encoder.dense.layers)
+    assert [(l.conv.in_channels, l.conv.out_channels) for l in m.decoder.layers] == \
+        [(64, 64), (64, 32), (32, 16), (16, 1)]
+    assert all(l.conv.kernel_size == (3, 3) and l.conv.stride == (1, 1) for l in m.modules()
+               if hasattr(l, "conv"))
+
+
+@pytest.mark.parametrize("hw", [(2, 2), (3, 5), (7, 11), (33, 20)])
+def test_shapes_any_size(hw):
+    m = DenseFuse().eval()
+    x = torch.rand(2, 1, *hw)
+    with torch.no_grad():
+        f = m.encode(x)
+        assert f.shape == (2, 64, *hw)
+        assert (f >= 0).all()  # ReLU after every encoder layer
+        assert m.decode(f).shape == (2, 1, *hw)
+        assert m(x).shape == (2, 1, *hw)
+
+
+def test_dense_block_concatenates_input_first():
+    m = DenseFuse().eval()
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        c1 = m.encoder.conv1(x)
+        f = m.encode(x)
+        assert torch.equal(f[:, :16], c1)  # input of the block, then 3 x 16 new maps
+        assert torch.allclose(f[:, 16:32], m.encoder.dense.layers[0](c1))
+
+
+def test_last_layer_has_no_relu():
+    m = DenseFuse().eval()
+    with torch.no_grad():
+        m.decoder.layers[-1].conv.bias.fill_(-5.0)
+        assert (m(torch.rand(1, 1, 8, 8)) < 0).any()
+
+
+def test_reflection_padding_not_zero_padding():
+    # With reflection padding a constant image gives a constant feature map; zero padding
+    # would make the border differ from the centre.
+    m = DenseFuse().eval()
+    with torch.no_grad():
+        f = m.encode(torch.full((1, 1, 12, 12), 0.7))
+    assert torch.allclose(f, f[..., 6:7, 6:7].expand_as(f), atol=1e-6)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from models.fusion import STRATEGIES, get_strategy, l1_activity, l1_norm
+
+
+@pytest.fixture
+def maps():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(2, 64, 9, 13, generator=g), torch.rand(2, 64, 9, 13, generator=g)
+
+
+def test_closed_forms(maps):
+    a, b = maps
+    assert torch.equal(STRATEGIES["add"](a, b), a + b)
+    assert torch.allclose(STRATEGIES["mean"](a, b), (a + b) / 2)
+    assert torch.equal(STRATEGIES["max"](a, b), torch.maximum(a, b))
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_symmetric_and_shape(maps, name):
+    a, b = maps
+    fn = get_strategy(name, 1)
+    out = fn(a, b)
+    assert out.shape == a.shape
+    assert torch.allclose(out, fn(b, a), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mean", "max", "l1_norm"])
+def test_fusing_with_itself_is_identity(maps, name):
+    a, _ = maps
+    assert torch.allclose(get_strategy(name, 2)(a, a), a, atol=1e-6)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_l1_activity_matches_scipy_window_mean(maps, radius):
+    a, _ = maps
+    act = a.abs().sum(1)[0].double().numpy()
+    # Independent reference: mean over the valid part of the (2r+1)^2 window.
+    ref = ndimage.generic_filter(np.pad(act, radius, constant_values=np.nan), np.nanmean,
+                                 size=2 * radius + 1, mode="constant", cval=np.nan)
+    ref = ref[radius:radius + act.shape[0], radius:radius + act.shape[1]] if radius else act
+    got = l1_activity(a, radius)[0, 0].double().numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+
+
+def test_l1_weights_sum_to_one_and_closed_form(maps):
+    a, b = maps
+    wa, wb = l1_activity(a, 1), l1_activity(b, 1)
+    expect = wa / (wa + wb) * a + wb / (wa + wb) * b
+    assert torch.allclose(l1_norm(a, b, 1), expect, atol=1e-6)
+    # Weights sum to 1: fusing two constant maps c1, c2 lands between them.
+    out = l1_norm(torch.full_like(a, 1.0), torch.full_like(a, 3.0), 0)
+    assert torch.allclose(out, torch.full_like(a, 0.25 * 1 + 0.75 * 3))
+
+
+def test_l1_equal_weights_where_both_zero(maps):
+    a, _ = maps
+    z = torch.zeros_like(a)
+    assert torch.equal(l1_norm(z, z), z)
+    assert torch.isfinite(l1_norm(z, z)).all()
+
+
+def test_unknown_strategy():
+    with pytest.raises(ValueError, match="unknown fusion strategy"):
+        get_strategy("median")

@@ -1,0 +1,133 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import run_train
+from tests.conftest import write_gray
+
+
+@pytest.fixture
+def images(tmp_path):
+    d = tmp_path / "imgs"
+    for i in range(5):
+        write_gray(d / ("sub" if i % 2 else "") / f"im{i}.png", 24 + i, 30, i)
+    return d
+
+
+def train(images, out, *extra):
+    return run_train.main(["--image_path", str(images), "--output_dir", str(out), "--run_name", "r",
+                           "--image_size", "16", "--crop", "--flip", "--batch_size", "2",
+                           "--device", "cpu", "--val_path", "", *map(str, extra)])
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_smoke_writes_checkpoints_and_tensorboard(images, tmp_path, capsys):
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "4") == 0
+    out = capsys.readouterr().out
+    assert "Loaded 5 images" in out and "tensorboard --logdir" in out
+    run = tmp_path / "runs" / "r"
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["epoch"] == 1 and ck["step"] == 2 and ck["config"]["ssim_weight"] == 100
+    assert {"optimizer", "scheduler", "model"} <= set(ck)
+    assert (run / "checkpoints" / "epoch_1.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    # Scalars actually logged, read back with TensorBoard's own reader.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run / "logs")).Reload()
+    assert {"loss/total", "loss/pixel", "loss/ssim", "lr"} <= set(acc.Tags()["scalars"])
+
+
+def test_resume_at_epoch_boundary_is_bit_identical(images, tmp_path):
+    args = ("--epoch_size", "4", "--lr", "1e-3", "--seed", "3")
+    assert train(images, tmp_path / "a", "--num_epochs", "2", *args) == 0
+    assert train(images, tmp_path / "b", "--num_epochs", "1", *args) == 0
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"),
+                           "--num_epochs", "2", "--device", "cpu"]) == 0
+    a, b = weights(tmp_path / "a/r/checkpoints/last.pt"), weights(tmp_path / "b/r/checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ck = torch.load(tmp_path / "b/r/checkpoints/last.pt", weights_only=True)
+    assert ck["step"] == 4 and ck["scheduler"]["last_epoch"] == 2
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.9 ** 2)
+
+
+class StopAfter(run_train.StopFlag):
+    """Behaves as if SIGINT arrived during step 3."""
+    calls = 0
+
+    @property
+    def requested(self):
+        StopAfter.calls += 1
+        return "SIGINT" if StopAfter.calls == 3 else None
+
+    @requested.setter
+    def requested(self, value):
+        pass
+
+
+def test_interrupt_mid_epoch_then_resume_is_bit_identical(images, tmp_path, monkeypatch, capsys):
+    args = ("--epoch_size", "8", "--num_epochs", "2", "--seed", "5")
+    assert train(images, tmp_path / "a", *args) == 0
+    monkeypatch.setattr(run_train, "StopFlag", StopAfter)
+    assert train(images, tmp_path / "b", *args) == 130
+    assert "--resume_path" in capsys.readouterr().out
+    ck = torch.load(tmp_path / "b/r/checkpoints/last.pt", weights_only=True)
+    assert ck["step"] == 3 and ck["epoch"] == 0
+    monkeypatch.undo()
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"),
+                           "--device", "cpu"]) == 0
+    a, b = weights(tmp_path / "a/r/checkpoints/last.pt"), weights(tmp_path / "b/r/checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_bad_image_folder_one_line_error(tmp_path, capsys, make):
+    d = tmp_path / "imgs"
+    if make == "empty":
+        d.mkdir()
+        (d / "readme.txt").write_text("no images")
+    assert run_train.main(["--image_path", str(d), "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--image_path" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_images_skipped_and_counted(images, tmp_path, capsys):
+    (images / "broken.png").write_bytes(b"garbage")
+    (images / "zero.jpg").write_bytes(b"")
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2") == 0
+    cap = capsys.readouterr()
+    assert "broken.png" in cap.err and "zero.jpg" in cap.err
+    assert "Skipped 2 unreadable" in cap.out and "Loaded 5 images" in cap.out
+
+
+def test_non_finite_loss_names_the_step(images, tmp_path, capsys):
+    rc = train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "8", "--lr", "1e20")
+    err = capsys.readouterr().err
+    assert rc == 2 and "non-finite loss" in err and "at step" in err
+
+
+def test_unwritable_output_fails_before_training(images, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert train(images, blocker, "--num_epochs", "1") == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_lambda_choices():
+    with pytest.raises(SystemExit):
+        run_train.main(["--ssim_weight", "50"])
+
+
+def test_training_reduces_loss(images, tmp_path):
+    """Sanity: a few dozen steps lower the reconstruction error of the training images."""
+    assert train(images, tmp_path / "runs", "--num_epochs", "3", "--epoch_size", "20",
+                 "--lr", "3e-3", "--lr_decay", "1.0") == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "runs/r/logs")).Reload()
+    pixel = [e.value for e in acc.Scalars("loss/pixel")]
+    assert math.isfinite(pixel[-1]) and np.mean(pixel[-3:]) < 0.5 * pixel[0]

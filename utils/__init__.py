@@ -1,0 +1,1 @@
+"""Helpers: images, data, devices, fusion pipeline, losses, training, metrics."""

@@ -1,0 +1,106 @@
+"""Training data: a folder of natural images, searched recursively, read as gray [0, 1]."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from utils.images import ImageReadError, is_image_file, load_image
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files below ``root`` (recursive, hidden files and folders skipped), sorted
+    by path. Symlinked folders are not followed, so link loops cannot hang the search."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames if is_image_file(Path(f)))
+    return sorted(found)
+
+
+def check_readable(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``paths`` into files whose header Pillow can parse and (path, reason) failures.
+    Only headers are read, so this is fast even for tens of thousands of files."""
+    good, bad = [], []
+    for p in paths:
+        try:
+            if p.stat().st_size == 0:
+                raise OSError("empty file")
+            with Image.open(p) as img:
+                img.size  # noqa: B018 - parsing the header is the check
+            good.append(p)
+        except Exception as e:  # any failure means "skip this file"
+            bad.append((p, f"{type(e).__name__}: {e}"))
+    return good, bad
+
+
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float32 (H, W) image to (h, w) with Pillow (antialiased)."""
+    h, w = size
+    return np.asarray(Image.fromarray(img, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+
+
+class NaturalImages(Dataset):
+    """Gray training images as (1, S, S) float32 tensors in [0, 1].
+
+    ``crop=False``: each image is resized to SxS (the paper). ``crop=True``: a random SxS crop
+    (images smaller than S are first scaled up so that the short side is S). ``flip``: random
+    horizontal/vertical flips. Randomness comes from ``(seed, epoch, index)`` only, so the same
+    epoch gives the same samples whatever the number of workers or where a run was resumed.
+    """
+
+    def __init__(self, paths: list[Path], size: int = 256, crop: bool = False,
+                 flip: bool = False, seed: int = 0):
+        self.paths, self.size, self.crop, self.flip, self.seed = paths, size, crop, flip, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> np.ndarray:
+        return load_image(self.paths[index], gray=True)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        try:
+            img = self.load(index)
+        except ImageReadError as e:
+            # A file that passed the header check but fails to decode: warn and use a
+            # neighbour, so a single bad file in 80k does not stop a long run.
+            warnings.warn(f"skipping unreadable training image: {e}")
+            return self[(index + 1) % len(self)]
+        s = self.size
+        if self.crop:
+            h, w = img.shape
+            if min(h, w) < s:
+                scale = s / min(h, w)
+                img = _resize(img, (max(s, round(h * scale)), max(s, round(w * scale))))
+                h, w = img.shape
+            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
+            img = img[y:y + s, x:x + s]
+        else:
+            img = _resize(img, (s, s))
+        if self.flip:
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+            if rng.random() < 0.5:
+                img = img[::-1, :]
+        return torch.from_numpy(np.array(img, dtype=np.float32, copy=True)).unsqueeze(0)
+
+
+def epoch_order(n: int, epoch_size: int, seed: int, epoch: int) -> list[int]:
+    """Indices visited in ``epoch``: ``epoch_size`` items from repeated shuffles of range(n),
+    a pure function of (seed, epoch) so that a resumed run sees the same order."""
+    rng = np.random.default_rng([seed, epoch, 7919])
+    reps = -(-epoch_size // n)
+    order = np.concatenate([rng.permutation(n) for _ in range(reps)])[:epoch_size]
+    return order.tolist()

@@ -1,0 +1,110 @@
+"""Finding IR/visible pairs in a folder, in the layouts the fusion community uses.
+
+- ``ir/`` + ``vi/`` (or ``vis/``): same file name (stem) = same pair (RoadScene, MSRS, ...)
+- ``INF_images/`` + ``VIS_images/``: same stem = same pair (the TNO folders of several toolboxes)
+- one folder of ``IR<k>.*`` + ``VIS<k>.*``: same k = same pair, named k (DenseFuse's TNO set)
+Folder and prefix names are matched case-insensitively. Pairs are sorted naturally (2 before 10).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.images import is_image_file
+
+SUBFOLDER_LAYOUTS = [
+    ("ir/ + vi/", ("ir",), ("vi", "vis")),
+    ("INF_images/ + VIS_images/", ("inf_images",), ("vis_images",)),
+]
+FLAT_PATTERN = re.compile(r"^(ir|vis)[_\-\s]?(.+)$", re.IGNORECASE)
+
+
+class PairError(ValueError):
+    """A folder whose pairs cannot be formed; the message names the files at fault."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    ir: Path
+    vis: Path
+
+
+def natural_key(s: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def _images(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
+
+
+def _subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and child.name.lower() in names:
+            return child
+    return None
+
+
+def _match(ir_files: dict[str, Path], vis_files: dict[str, Path], folder: Path) -> list[Pair]:
+    problems = [f"{p}: no visible partner" for k, p in sorted(ir_files.items()) if k not in vis_files]
+    problems += [f"{p}: no infrared partner" for k, p in sorted(vis_files.items()) if k not in ir_files]
+    if problems:
+        raise PairError(f"{folder}: {len(problems)} unpaired file(s):\n  " + "\n  ".join(problems))
+    keys = sorted(ir_files, key=natural_key)
+    return [Pair(k, ir_files[k], vis_files[k]) for k in keys]
+
+
+def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.stem in out:
+            raise PairError(f"{folder}: two files share the name {p.stem!r}: {out[p.stem].name}, {p.name}")
+        out[p.stem] = p
+    return out
+
+
+def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
+    """``(layout description, pairs)`` for ``folder``; raises :class:`PairError` if the folder is
+    missing, has no recognised layout or has files without a partner (all of them listed)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PairError(f"{folder}: folder not found")
+    for layout, ir_names, vis_names in SUBFOLDER_LAYOUTS:
+        ir_dir, vis_dir = _subfolder(folder, ir_names), _subfolder(folder, vis_names)
+        if ir_dir is not None and vis_dir is not None:
+            pairs = _match(_by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir), folder)
+            if not pairs:
+                raise PairError(f"{folder}: layout {layout} found but it holds no images")
+            return layout, pairs
+    ir_files: dict[str, Path] = {}
+    vis_files: dict[str, Path] = {}
+    for p in _images(folder):
+        m = FLAT_PATTERN.match(p.stem)
+        if m:
+            target = ir_files if m.group(1).lower() == "ir" else vis_files
+            if m.group(2) in target:
+                raise PairError(f"{folder}: two files for the same pair: {target[m.group(2)].name}, {p.name}")
+            target[m.group(2)] = p
+    if ir_files or vis_files:
+        return "IR<k> + VIS<k>", _match(ir_files, vis_files, folder)
+    raise PairError(f"{folder}: no IR/visible pairs found (expected ir/ + vi/, INF_images/ + "
+                    f"VIS_images/, or files IR<k>.* + VIS<k>.*)")
+
+
+def find_sets(root: str | Path) -> list[Path]:
+    """Sub-folders of ``root`` that hold a recognised layout (sorted), e.g. data_test/Tno."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PairError(f"{root}: folder not found")
+    sets = []
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            try:
+                find_pairs(child)
+            except PairError as e:
+                if "no IR/visible pairs found" in str(e):
+                    continue
+                raise
+            sets.append(child)
+    return sets
