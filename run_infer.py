@@ -20,6 +20,7 @@ from configs import SHIPPED_SHA256, SHIPPED_WEIGHTS, SSIM_WEIGHTS, FuseConfig
 from models.fusion import STRATEGIES
 from utils.checkpoint import WeightsError, load_model
 from utils.devices import resolve_device
+from utils.evaluation import evaluate, format_table, mean_row
 from utils.fusion import OUTPUT_MODES, fuse_images
 from utils.images import ImageReadError, load_image, save_image
 from utils.pairs import FLAT_PATTERN, Pair, PairError, find_pairs, find_sets
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda")
     p.add_argument("--tile", type=int, default=d.tile,
                    help="tile size for large images (exact, with a halo); 0 = automatic, -1 = never")
+    p.add_argument("--eval", action="store_true",
+                   help="score each fused set with run_eval.py's standard profile; print the mean row")
     p.add_argument("--skip_bad", action="store_true",
                    help="fuse the good pairs and list the bad ones instead of stopping")
     return p
@@ -169,6 +172,11 @@ def run(args) -> int:
                                 device, args.tile)
             save_image(output_file(out_dir, pair), fused)
         print(f"{name}: {len(pairs)} pairs fused in {time.perf_counter() - t0:.1f} s -> {out_dir}")
+        if args.eval and pairs:
+            rows, colour = evaluate(pairs, out_dir, "standard")
+            note = "; colour scored on luma Y" if colour else ""
+            print(format_table([mean_row(rows)], f"{name}: standard-profile metrics, mean of "
+                                                 f"{len(rows)} pairs{note}"))
     return 1 if bad else 0
 
 

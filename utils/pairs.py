@@ -64,6 +64,14 @@ def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
     return out
 
 
+def pairs_from_folders(ir_dir: Path, vis_dir: Path) -> list[Pair]:
+    """Pairs from two explicit folders, matched by file name (stem)."""
+    for d in (ir_dir, vis_dir):
+        if not d.is_dir():
+            raise PairError(f"{d}: folder not found")
+    return _match(_by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir), ir_dir.parent)
+
+
 def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
     """``(layout description, pairs)`` for ``folder``; raises :class:`PairError` if the folder is
     missing, has no recognised layout or has files without a partner (all of them listed)."""
