@@ -28,6 +28,7 @@ class TrainConfig:
     crop: bool = False
     flip: bool = False
     batch_size: int = 2
+    micro_batch: int = 0
     num_epochs: int = 4
     epoch_size: int | None = None
     lr: float = 1e-4

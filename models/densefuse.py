@@ -31,7 +31,9 @@ class ConvLayer(nn.Module):
         # Reflection padding (not zero padding) as in the paper's TF code: zero borders
         # create dark frames in the reconstruction.
         x = self.conv(F.pad(x, (1, 1, 1, 1), mode="reflect"))
-        return F.relu(x) if self.relu else x
+        # In place: the convolution's output is fresh and its backward does not need it;
+        # saves a full-size allocation per layer (~10 % of CPU fusion time).
+        return F.relu_(x) if self.relu else x
 
 
 class DenseBlock(nn.Module):

@@ -1,9 +1,14 @@
 """Fusion pipeline: two images in, one fused 8-bit image out.
 
-encode(IR), encode(VIS) -> strategy -> decode (paper Fig. 3). Large images are processed in
-tiles with a halo: every output pixel depends only on inputs within ``DenseFuse.RECEPTIVE_RADIUS``
-(8) pixels plus the strategy's own radius, and reflection padding happens only at true image
+encode(IR), encode(VIS) -> strategy -> decode (paper Fig. 3). Images are processed in tiles with
+a halo: every output pixel depends only on inputs within ``DenseFuse.RECEPTIVE_RADIUS`` (8)
+pixels plus the strategy's own radius, and reflection padding happens only at true image
 borders, so tiled and untiled results are identical.
+
+Speed (run_scripts/benchmark.py): on CPU the network is memory-bound when untiled; 192-pixel
+tiles keep a tile's activations in cache, the channels-last layout lets oneDNN use its fastest
+convolutions, and the two encoders run as one batch of 2. Together about 2.5x the plain eager
+loop. On CUDA images are tiled only when very large.
 """
 from __future__ import annotations
 
@@ -15,15 +20,32 @@ from models.fusion import get_strategy, strategy_radius
 from utils.images import rgb_to_gray, rgb_to_ycbcr, to_uint8, ycbcr_to_rgb
 
 OUTPUT_MODES = ("minmax", "clip")
-#: Images with more pixels than this are tiled automatically (``tile=0``): an untiled
-#: 3840x2160 pair needs >10 GB of activations; 1024x1024 tiles need a few hundred MB.
+#: CPU tile size: the fastest measured on a 2-core Xeon (96-256 are all within 10 %).
+CPU_TILE = 192
+#: On GPU, images with more pixels than this are tiled: an untiled 3840x2160 pair needs
+#: >10 GB of activations; 1024x1024 tiles need a few hundred MB.
 AUTO_TILE_PIXELS = 1600 * 1600
 AUTO_TILE_SIZE = 1024
 
 
+def prepare_model(model: DenseFuse, device: torch.device | str = "cpu") -> DenseFuse:
+    """The model on ``device`` in eval mode with channels-last weights (faster convolutions)."""
+    return model.to(device).eval().to(memory_format=torch.channels_last)
+
+
 def fuse_tensors(model: DenseFuse, ir: torch.Tensor, vis: torch.Tensor, strategy) -> torch.Tensor:
-    """(B,1,H,W) x2 -> (B,1,H,W) float, no post-processing."""
-    return model.decode(strategy(model.encode(ir), model.encode(vis)))
+    """(1,1,H,W) x2 -> (1,1,H,W) float, no post-processing. Both images go through the
+    encoder as one batch of two, in channels-last layout."""
+    x = torch.cat([ir, vis]).contiguous(memory_format=torch.channels_last)
+    f = model.encode(x)
+    return model.decode(strategy(f[:1], f[1:]))
+
+
+def auto_tile(device: torch.device | str, pixels: int) -> int:
+    """Tile size for ``tile=0``: always :data:`CPU_TILE` on CPU; on GPU only for huge images."""
+    if torch.device(device).type == "cpu":
+        return CPU_TILE
+    return AUTO_TILE_SIZE if pixels > AUTO_TILE_PIXELS else -1
 
 
 def fuse_tiled(model: DenseFuse, ir: torch.Tensor, vis: torch.Tensor, strategy,
@@ -66,8 +88,8 @@ def fuse_gray(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, strategy: str =
               l1_radius: int = 1, device: torch.device | str = "cpu", tile: int = 0) -> np.ndarray:
     """Fuse two (H,W) float32 [0,1] gray images; returns the raw (H,W) float32 decoder output.
 
-    ``tile``: 0 = automatic (tiles only for images above ``AUTO_TILE_PIXELS``), <0 = never,
-    >0 = tiles of that size.
+    ``tile``: 0 = automatic (:func:`auto_tile`), <0 = never, >0 = tiles of that size. The model
+    should come from :func:`prepare_model` (any model works; that one is fastest).
     """
     if ir.shape != vis.shape:
         raise ValueError(f"image sizes differ: IR {ir.shape[::-1]} vs visible {vis.shape[::-1]}")
@@ -75,7 +97,7 @@ def fuse_gray(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, strategy: str =
     t_ir = torch.from_numpy(np.ascontiguousarray(ir))[None, None].to(device)
     t_vis = torch.from_numpy(np.ascontiguousarray(vis))[None, None].to(device)
     if tile == 0:
-        tile = AUTO_TILE_SIZE if ir.size > AUTO_TILE_PIXELS else -1
+        tile = auto_tile(device, ir.size)
     if tile > 0:
         halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(strategy, l1_radius)
         out = fuse_tiled(model, t_ir, t_vis, fn, tile, halo)

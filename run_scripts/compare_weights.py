@@ -1,0 +1,176 @@
+"""Compare two DenseFuse weight files: reconstruction PSNR and fusion metrics, same settings.
+
+    python run_scripts/compare_weights.py --official ../shared/weights/official/densefuse_gray_tf_ckpt.zip
+
+By default "ours" is the shipped file and the reference is the official lambda = 1e2 checkpoint
+(read through the importer). For every image of every set: reconstruction PSNR (dB, peak 255,
+float output vs the 8-bit input, luma for colour images). For every pair and each fusion
+setting (add/minmax, mean/clip, l1_norm/clip): the standard-profile metrics of run_eval.py on
+both models' fused images, with the signed relative difference (ours - reference) / |reference|.
+Writes a Markdown report, a JSON file and a picture (IR | visible | ours | reference) under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs import RESULTS, SHIPPED_SHA256, SHIPPED_WEIGHTS, TEST_DATA  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.evaluation import evaluate, mean_row  # noqa: E402
+from utils.fusion import fuse_images, prepare_model  # noqa: E402
+from utils.images import load_image, save_image  # noqa: E402
+from utils.metrics import STANDARD  # noqa: E402
+from utils.pairs import find_pairs  # noqa: E402
+
+SETTINGS = [("add", "minmax"), ("mean", "clip"), ("l1_norm", "clip")]
+#: Metrics where lower is better (none in the standard profile; listed for clarity).
+LOWER_IS_BETTER: set[str] = set()
+
+
+@torch.inference_mode()
+def reconstruction_psnr(model, img: np.ndarray) -> float:
+    """PSNR (dB, peak 255) of the float reconstruction against the [0,1] input."""
+    x = torch.from_numpy(img)[None, None]
+    y = model(x)[0, 0].double().numpy()
+    mse = np.mean((255.0 * (y - img)) ** 2)
+    return math.inf if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def set_images(pairs):
+    for p in pairs:
+        yield f"{p.name} IR", load_image(p.ir, gray=True)
+        yield f"{p.name} VIS", load_image(p.vis, gray=True)
+
+
+def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height: int = 220) -> None:
+    """A grid picture: one row per pair, columns labelled."""
+    tiles = []
+    for row in rows:
+        scaled = []
+        for im in row:
+            pil = Image.fromarray(im).convert("RGB")
+            w = round(pil.width * height / pil.height)
+            scaled.append(pil.resize((w, height), Image.BILINEAR))
+        tiles.append(scaled)
+    width = max(sum(t.width for t in r) + 4 * (len(r) - 1) for r in tiles)
+    canvas = Image.new("RGB", (width, 22 + len(tiles) * (height + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for label, tile in zip(labels, tiles[0]):
+        draw.text((x + 4, 5), label, fill="black")
+        x += tile.width + 4
+    y = 22
+    for r in tiles:
+        x = 0
+        for t in r:
+            canvas.paste(t, (x, y))
+            x += t.width + 4
+        y += height + 4
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def fmt(v: float) -> str:
+    return "inf" if math.isinf(v) else f"{v:.4f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ours", default=str(SHIPPED_WEIGHTS), help="our weights")
+    p.add_argument("--official", required=True, help="reference weights (e.g. the official TF zip)")
+    p.add_argument("--ssim_weight", type=int, default=100, help="lambda of the reference checkpoint")
+    p.add_argument("--sets", nargs="+", default=[str(TEST_DATA / "Tno"), str(TEST_DATA / "Road")],
+                   help="folders of pairs")
+    p.add_argument("--out", default=str(RESULTS / "compare"), help="output folder")
+    p.add_argument("--limit", type=int, default=0, help="only the first N pairs per set (0 = all)")
+    p.add_argument("--figure_pairs", nargs="+", default=["1", "7", "15"],
+                   help="pair names of the first set shown in the picture")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    ours, _ = load_model(args.ours, SHIPPED_SHA256 if Path(args.ours).resolve() == SHIPPED_WEIGHTS.resolve() else None)
+    ref, ref_info = load_model(args.official, ssim_weight=args.ssim_weight)
+    models = {"ours": prepare_model(ours), "reference": prepare_model(ref)}
+    report = {"ours": args.ours, "reference": args.official, "reference_info": ref_info,
+              "psnr": {}, "fusion": {}}
+    md = [f"ours: `{Path(args.ours).name}`; reference: `{Path(args.official).name}` "
+          f"({ref_info.get('kind')}, lambda={ref_info.get('ssim_weight', '?')})", ""]
+    t0 = time.time()
+
+    md += ["### Reconstruction PSNR (dB, 0-255, float output vs 8-bit input)", "",
+           "| set | images | ours | reference | ours min |", "|---|---|---|---|---|"]
+    for s in args.sets:
+        _, pairs = find_pairs(s)
+        pairs = pairs[:args.limit] if args.limit else pairs
+        vals = {k: [] for k in models}
+        for name, img in tqdm(list(set_images(pairs)), desc=f"PSNR {Path(s).name}"):
+            for k, m in models.items():
+                vals[k].append(reconstruction_psnr(m, img))
+        report["psnr"][Path(s).name] = vals
+        md.append(f"| {Path(s).name} | {len(vals['ours'])} | {np.mean(vals['ours']):.2f} | "
+                  f"{np.mean(vals['reference']):.2f} | {np.min(vals['ours']):.2f} |")
+    md.append("")
+
+    for s in args.sets:
+        set_name = Path(s).name
+        _, pairs = find_pairs(s)
+        pairs = pairs[:args.limit] if args.limit else pairs
+        for strategy, mode in SETTINGS:
+            key = f"{set_name} {strategy}/{mode}"
+            means = {}
+            for k, m in models.items():
+                folder = out / k / f"{set_name}_{strategy}_{mode}"
+                for pair in tqdm(pairs, desc=f"fuse {k} {key}", leave=False):
+                    fused = fuse_images(m, load_image(pair.ir), load_image(pair.vis), strategy, 1, mode)
+                    save_image(folder / f"{pair.name}.png", fused)
+                rows, _ = evaluate(pairs, folder, "standard", progress=False)
+                means[k] = mean_row(rows)
+            diff = {mt: (means["ours"][mt] - means["reference"][mt]) / abs(means["reference"][mt]) * 100
+                    if means["reference"][mt] not in (0, math.inf) else math.nan for mt in STANDARD}
+            report["fusion"][key] = {"ours": means["ours"], "reference": means["reference"], "diff_pct": diff}
+            md += [f"### {key} ({len(pairs)} pairs)", "",
+                   "| metric | ours | reference | diff % | within 2 % |", "|---|---|---|---|---|"]
+            for mt in STANDARD:
+                d = diff[mt]
+                better = (d > 0) != (mt in LOWER_IS_BETTER)
+                note = "yes" if abs(d) <= 2 else ("no (ours higher)" if better else "no")
+                md.append(f"| {mt} | {fmt(means['ours'][mt])} | {fmt(means['reference'][mt])} | "
+                          f"{d:+.2f} | {note} |")
+            md.append("")
+            print(f"{key}: " + ", ".join(f"{mt} {diff[mt]:+.2f}%" for mt in STANDARD))
+
+    first = Path(args.sets[0])
+    _, pairs = find_pairs(first)
+    pairs = pairs[:args.limit] if args.limit else pairs
+    chosen = [pp for pp in pairs if pp.name in args.figure_pairs] or pairs[:3]
+    if chosen:
+        rows = []
+        for pair in chosen:
+            row = [np.asarray(Image.open(pair.ir).convert("L")), np.asarray(Image.open(pair.vis).convert("L"))]
+            for k in models:
+                row.append(np.asarray(Image.open(out / k / f"{first.name}_add_minmax" / f"{pair.name}.png")))
+            rows.append(row)
+        montage(rows, ["infrared", "visible", "ours (add, minmax)", "official (add, minmax)"],
+                out / "compare.png")
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    print("\n".join(md))
+    print(f"written {out / 'report.md'}, {out / 'report.json'}, {out / 'compare.png'} "
+          f"in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

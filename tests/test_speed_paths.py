@@ -1,0 +1,64 @@
+"""The optimised paths compute what the naive ones do (timing lives in run_scripts/benchmark.py)."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from models.densefuse import DenseFuse
+from models.fusion import STRATEGIES, get_strategy
+from tests.conftest import ROOT
+from utils.fusion import fuse_gray, prepare_model
+from utils.losses import DenseFuseLoss
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_fast_path_equals_naive_eager_loop(strategy):
+    torch.manual_seed(3)
+    naive = DenseFuse().eval()
+    fast = prepare_model(DenseFuse().eval())
+    fast.load_state_dict(naive.state_dict())
+    rng = np.random.default_rng(1)
+    a, b = rng.random((61, 83), dtype=np.float32), rng.random((61, 83), dtype=np.float32)
+    fn = get_strategy(strategy, 1)
+    with torch.no_grad():
+        ref = naive.decode(fn(naive.encode(torch.from_numpy(a)[None, None]),
+                              naive.encode(torch.from_numpy(b)[None, None])))[0, 0].numpy()
+    for tile in (0, -1, 24):
+        np.testing.assert_allclose(fuse_gray(fast, a, b, strategy, 1, "cpu", tile), ref, atol=1e-4)
+
+
+def test_micro_batched_step_equals_whole_batch_step():
+    sys.path.insert(0, str(ROOT))
+    import run_train
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 24, 24)
+    crit = DenseFuseLoss(100)
+    results = []
+    for micro, cl in ((6, False), (2, True)):
+        torch.manual_seed(0)
+        m = DenseFuse()
+        if cl:
+            m = m.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(m.parameters(), 1e-3)
+        losses = run_train.train_step(m, crit, opt, x, micro)
+        grads = [p.grad.clone() for p in m.parameters()]
+        results.append((losses, grads))
+    (l1, g1), (l2, g2) = results
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_benchmark_smoke(tmp_path):
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    import json
+    import benchmark
+    out = tmp_path / "b.json"
+    assert benchmark.main(["--smoke", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["matmul_peak_gflops"] > 0
+    assert all(r["max_abs_diff"] <= 1e-4 for r in res["fusion"])
+    assert {r["batch"] for r in res["training"]} == {2, 4}
+    assert res["infer"]["pairs"] == 2
+    assert all("peak_rss_mib" in r for r in res["memory"])
