@@ -35,6 +35,7 @@ class TrainConfig:
     lr_decay: float = 0.9
     ssim_weight: int = 100
     resume_path: str | None = None
+    init_from: str | None = None
     num_workers: int = 0
     device: str = "auto"
     seed: int = 0

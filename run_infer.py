@@ -21,8 +21,8 @@ from models.fusion import STRATEGIES
 from utils.checkpoint import WeightsError, load_model
 from utils.devices import resolve_device
 from utils.evaluation import evaluate, format_table, mean_row
-from utils.fusion import OUTPUT_MODES, fuse_images, prepare_model
-from utils.images import ImageReadError, load_image, save_image
+from utils.fusion import OUTPUT_MODES, fuse_pairs, prepare_model
+from utils.images import ImageReadError, check_writable, load_image
 from utils.pairs import FLAT_PATTERN, Pair, PairError, find_pairs, find_sets
 
 
@@ -155,6 +155,9 @@ def run(args) -> int:
         if not args.skip_bad:
             raise InferError("nothing was fused; fix the files above or pass --skip_bad")
 
+    for _, pairs, out_dir in checked:
+        if pairs and (problem := check_writable(out_dir)):
+            raise InferError(problem)
     weights = Path(args.weights)
     expected = SHIPPED_SHA256 if weights.resolve() == SHIPPED_WEIGHTS.resolve() else None
     try:
@@ -167,11 +170,8 @@ def run(args) -> int:
           f"device {device}")
     for name, pairs, out_dir in checked:
         t0 = time.perf_counter()
-        for pair in tqdm(pairs, desc=name, unit="pair"):
-            ir, vis = load_image(pair.ir), load_image(pair.vis)
-            fused = fuse_images(model, ir, vis, args.strategy, args.l1_radius, args.output_mode,
-                                device, args.tile)
-            save_image(output_file(out_dir, pair), fused)
+        fuse_pairs(model, pairs, out_dir, args.strategy, args.l1_radius, args.output_mode, device,
+                   args.tile, desc=name)
         print(f"{name}: {len(pairs)} pairs fused in {time.perf_counter() - t0:.1f} s -> {out_dir}")
         if args.eval and pairs:
             rows, colour = evaluate(pairs, out_dir, "standard")

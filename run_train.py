@@ -28,7 +28,7 @@ from utils.checkpoint import FORMAT, WeightsError, save_checkpoint, torch_load
 from utils.data import NaturalImages, check_readable, epoch_order, list_images
 from utils.devices import resolve_device
 from utils.fusion import fuse_images
-from utils.images import ImageReadError, load_image, to_uint8
+from utils.images import ImageReadError, check_writable, load_image, to_uint8
 from utils.losses import DenseFuseLoss
 from utils.pairs import PairError, find_pairs
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate multiplied by this after every epoch")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=d.ssim_weight,
                    help="lambda, the weight of the SSIM loss (paper: 1, 10, 100, 1000)")
+    p.add_argument("--init_from", default=d.init_from,
+                   help="start a new run from the weights of a run_train.py checkpoint (fine-tuning: "
+                        "fresh optimizer, schedule and step count)")
     p.add_argument("--resume_path", default=d.resume_path,
                    help="checkpoint to continue (same run folder, epoch, step, lr, optimizer)")
     p.add_argument("--num_workers", type=int, default=d.num_workers,
@@ -92,18 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fail(msg: str):
     raise TrainingError(msg)
-
-
-def check_writable(folder: Path) -> None:
-    """Fail before any training if the output folder cannot be written (or the disk is full)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        with open(probe, "wb") as fh:
-            fh.write(b"\0" * (1 << 20))  # about the size of two checkpoints
-        probe.unlink()
-    except OSError as e:
-        fail(f"cannot write to {folder}: {e.strerror or e}")
 
 
 def load_validation(val_path: str | None, max_pairs: int = 2):
@@ -232,7 +223,9 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
         paths = paths[:cfg.train_num]
 
     ckpt_dir = run_dir / "checkpoints"
-    check_writable(ckpt_dir)
+    problem = check_writable(ckpt_dir)  # about the size of two checkpoints
+    if problem:
+        fail(problem)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     # Channels-last lets oneDNN/cuDNN pick their fastest convolutions (run_scripts/benchmark.py).
@@ -241,6 +234,14 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     criterion = DenseFuseLoss(cfg.ssim_weight)
     epoch0, step, best = 0, 0, math.inf
+    if cfg.init_from and resume is None:
+        try:
+            init = torch_load(cfg.init_from)
+        except WeightsError as e:
+            fail(str(e))
+        if not isinstance(init, dict) or init.get("format") != FORMAT:
+            fail(f"{cfg.init_from}: --init_from takes a run_train.py checkpoint")
+        model.load_state_dict(init["model"])
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])

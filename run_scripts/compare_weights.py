@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import RESULTS, SHIPPED_SHA256, SHIPPED_WEIGHTS, TEST_DATA  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.evaluation import evaluate, mean_row  # noqa: E402
-from utils.fusion import fuse_images, prepare_model  # noqa: E402
-from utils.images import load_image, save_image  # noqa: E402
+from utils.fusion import fuse_pairs, prepare_model  # noqa: E402
+from utils.images import load_image  # noqa: E402
 from utils.metrics import STANDARD  # noqa: E402
 from utils.pairs import find_pairs  # noqa: E402
 
@@ -132,9 +132,7 @@ def main(argv=None) -> int:
             means = {}
             for k, m in models.items():
                 folder = out / k / f"{set_name}_{strategy}_{mode}"
-                for pair in tqdm(pairs, desc=f"fuse {k} {key}", leave=False):
-                    fused = fuse_images(m, load_image(pair.ir), load_image(pair.vis), strategy, 1, mode)
-                    save_image(folder / f"{pair.name}.png", fused)
+                fuse_pairs(m, pairs, folder, strategy, 1, mode)
                 rows, _ = evaluate(pairs, folder, "standard", progress=False)
                 means[k] = mean_row(rows)
             diff = {mt: (means["ours"][mt] - means["reference"][mt]) / abs(means["reference"][mt]) * 100

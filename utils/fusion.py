@@ -123,3 +123,19 @@ def fuse_images(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, strategy: str
     y = fuse_gray(model, ir, ycc[..., 0], strategy, l1_radius, device, tile)
     ycc[..., 0] = postprocess(y, output_mode)
     return to_uint8(ycbcr_to_rgb(ycc))
+
+
+def fuse_pairs(model: DenseFuse, pairs, out_dir, strategy: str = "add", l1_radius: int = 1,
+               output_mode: str = "minmax", device: torch.device | str = "cpu", tile: int = 0,
+               desc: str | None = None) -> None:
+    """Fuse every pair and write ``<out_dir>/<pair name>.png`` (atomically), with a progress bar."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from utils.images import load_image, save_image
+    out_dir = Path(out_dir)
+    for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None):
+        fused = fuse_images(model, load_image(pair.ir), load_image(pair.vis), strategy, l1_radius,
+                            output_mode, device, tile)
+        save_image(out_dir / f"{pair.name}.png", fused)

@@ -145,3 +145,22 @@ def save_image(path: str | os.PathLike, img: np.ndarray) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(folder: str | os.PathLike, probe_bytes: int = 1 << 20) -> str | None:
+    """None if ``folder`` can be created and ``probe_bytes`` written into it, else the reason.
+    Called before long work so a read-only folder or a full disk fails first, not last."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write_test.", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"\0" * probe_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as e:
+        return f"cannot write to {folder}: {e.strerror or e}"
+    return None

@@ -2,7 +2,8 @@
 
 - ``ir/`` + ``vi/`` (or ``vis/``): same file name (stem) = same pair (RoadScene, MSRS, ...)
 - ``INF_images/`` + ``VIS_images/``: same stem = same pair (the TNO folders of several toolboxes)
-- one folder of ``IR<k>.*`` + ``VIS<k>.*``: same k = same pair, named k (DenseFuse's TNO set)
+- one folder of ``IR<k>.*`` + ``VIS<k>.*``: same k = same pair, named k (DenseFuse's TNO set);
+  one separator after the prefix is ignored (``IR_1``, ``IR-1``, ``IR 1`` and ``IR1`` are pair 1)
 Folder and prefix names are matched case-insensitively. Pairs are sorted naturally (2 before 10).
 """
 from __future__ import annotations

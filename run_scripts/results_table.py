@@ -1,0 +1,92 @@
+"""The README's results tables: mean metrics per set, model and strategy, beside (A+B)/2.
+
+    python run_scripts/results_table.py                         # shipped weights, both profiles
+    python run_scripts/results_table.py --official ../shared/weights/official/densefuse_gray_tf_ckpt.zip
+
+Fuses every pair of each set with each strategy (add with minmax output as the paper;
+mean, l1_norm and max with clip), adds the plain average (A+B)/2 (8-bit, rounded) as a baseline,
+scores them with run_eval.py's profiles and prints Markdown tables (also written to --out).
+With --official, the official weights (lambda 1e2, through the importer) are added for the
+strategies in --official_strategies.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs import RESULTS, SHIPPED_SHA256, SHIPPED_WEIGHTS, TEST_DATA  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.evaluation import evaluate, mean_row  # noqa: E402
+from utils.fusion import fuse_pairs, prepare_model  # noqa: E402
+from utils.images import load_image, save_image  # noqa: E402
+from utils.metrics import PROFILES  # noqa: E402
+from utils.pairs import find_pairs  # noqa: E402
+
+MODES = {"add": "minmax", "mean": "clip", "l1_norm": "clip", "max": "clip"}
+
+
+def average_baseline(pairs, folder: Path) -> None:
+    """(A+B)/2 on gray levels (colour visible images reduced to luma), rounded to 8 bit."""
+    for p in pairs:
+        a, b = load_image(p.ir, gray=True), load_image(p.vis, gray=True)
+        save_image(folder / f"{p.name}.png", (a + b) / 2)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--weights", default=str(SHIPPED_WEIGHTS), help="the project's weights")
+    ap.add_argument("--official", help="also the official weights (TF zip/checkpoint or .model)")
+    ap.add_argument("--ssim_weight", type=int, default=100, help="lambda of the official checkpoint")
+    ap.add_argument("--official_strategies", nargs="+", default=["add", "l1_norm"],
+                    help="strategies to run with the official weights")
+    ap.add_argument("--sets", nargs="+", default=[str(TEST_DATA / "Tno"), str(TEST_DATA / "Road")])
+    ap.add_argument("--strategies", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES))
+    ap.add_argument("--out", default=str(RESULTS / "tables"), help="fused images and tables go here")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    expected = SHIPPED_SHA256 if Path(args.weights).resolve() == SHIPPED_WEIGHTS.resolve() else None
+    models = {"ours": prepare_model(load_model(args.weights, expected)[0])}
+    if args.official:
+        models["official"] = prepare_model(load_model(args.official, ssim_weight=args.ssim_weight)[0])
+    t0 = time.time()
+    md = []
+    for s in args.sets:
+        set_name = Path(s).name
+        _, pairs = find_pairs(s)
+        methods = {}
+        base = out / f"{set_name}_average"
+        average_baseline(pairs, base)
+        methods["(A+B)/2"] = base
+        for name, model in models.items():
+            for strat in args.strategies:
+                if name == "official" and strat not in args.official_strategies:
+                    continue
+                folder = out / f"{set_name}_{name}_{strat}"
+                fuse_pairs(model, pairs, folder, strat, 1, MODES[strat], desc=f"{set_name} {name} {strat}")
+                methods[f"{name} {strat}/{MODES[strat]}"] = folder
+        for prof in args.profiles:
+            keys = list(PROFILES[prof])
+            md += [f"#### {set_name} ({len(pairs)} pairs), profile `{prof}`", "",
+                   "| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+            for label, folder in methods.items():
+                row = mean_row(evaluate(pairs, folder, prof)[0])
+                md.append(f"| {label} | " + " | ".join(f"{row[k]:.4f}" if np.isfinite(row[k]) else "inf"
+                                                       for k in keys) + " |")
+            md.append("")
+            print("\n".join(md[-(len(methods) + 4):]), flush=True)
+    (out / "tables.md").write_text("\n".join(md))
+    print(f"written {out / 'tables.md'} in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Fault injection: real signals to real subprocesses, hostile files, random inputs."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+import run_infer
+import run_train
+from tests.conftest import ROOT, write_gray
+from utils.images import ImageReadError, load_image
+from utils.pairs import PairError, find_pairs
+
+
+@pytest.fixture
+def images(tmp_path):
+    for i in range(4):
+        write_gray(tmp_path / "imgs" / f"{i}.png", 70, 70, i)
+    return tmp_path / "imgs"
+
+
+def train_args(images, out, *extra):
+    return ["--image_path", str(images), "--output_dir", str(out), "--run_name", "r", "--image_size", "48",
+            "--crop", "--batch_size", "2", "--epoch_size", "40", "--num_epochs", "2", "--seed", "7",
+            "--device", "cpu", "--val_path", "", "--save_every", "1", *map(str, extra)]
+
+
+def start_training(images, out):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "run_train.py"), *train_args(images, out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def wait_for(path, proc, timeout=120):
+    t = time.time()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early: {proc.communicate()}")
+        assert time.time() - t < timeout, "timed out"
+        time.sleep(0.05)
+
+
+def final_weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_sigint_subprocess_checkpoint_then_resume_is_bit_identical(images, tmp_path):
+    assert run_train.main(train_args(images, tmp_path / "a")) == 0  # uninterrupted reference
+    proc = start_training(images, tmp_path / "b")
+    last = tmp_path / "b/r/checkpoints/last.pt"
+    wait_for(last, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("training finished before the signal arrived")
+    assert proc.returncode == 130 and "Resume with" in out, err
+    step = torch.load(last, weights_only=True)["step"]
+    assert 0 < step < 40
+    assert run_train.main(["--resume_path", str(last), "--device", "cpu"]) == 0
+    a, b = final_weights(tmp_path / "a/r/checkpoints/last.pt"), final_weights(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_is_handled_like_sigint(images, tmp_path):
+    proc = start_training(images, tmp_path / "b")
+    wait_for(tmp_path / "b/r/checkpoints/last.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130)
+    if proc.returncode == 130:
+        assert "SIGTERM" in out
+
+
+def test_sigkill_leaves_only_complete_checkpoints(images, tmp_path):
+    proc = start_training(images, tmp_path / "b")
+    ckpts = tmp_path / "b/r/checkpoints"
+    wait_for(ckpts / "last.pt", proc)
+    time.sleep(0.3)
+    proc.kill()
+    proc.communicate()
+    finals = [p for p in ckpts.iterdir() if not p.name.startswith(".")]
+    assert finals
+    for p in finals:  # every file under a final name loads completely
+        assert "model" in torch.load(p, weights_only=True)
+    assert run_train.main(["--resume_path", str(ckpts / "last.pt"), "--device", "cpu"]) == 0
+
+
+def test_kill_during_fusion_leaves_no_truncated_png(tmp_path, tiny_weights):
+    d = tmp_path / "S"
+    for k in range(1, 7):
+        write_gray(d / f"IR{k}.png", 300, 300, k)
+        write_gray(d / f"VIS{k}.png", 300, 300, k + 9)
+    out = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_infer.py"), "--test_path", str(d),
+                             "--output_path", str(out), "--weights", str(tiny_weights), "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    wait_for(out / "S_fusion" / "1.png", proc)
+    proc.kill()
+    proc.communicate()
+    for p in (out / "S_fusion").iterdir():
+        if not p.name.startswith("."):
+            with Image.open(p) as im:
+                im.load()  # raises on a truncated file
+                assert im.size == (300, 300)
+
+
+def test_unwritable_output_fails_before_fusing(tmp_path, tiny_weights, flat_set, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = run_infer.main(["--test_path", str(flat_set), "--output_path", str(blocker),
+                         "--weights", str(tiny_weights)])
+    assert rc == 2 and "cannot write" in capsys.readouterr().err
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    Image.new("L", (40, 40)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    with pytest.raises(ImageReadError, match="too many pixels"):
+        load_image(tmp_path / "bomb.png")
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    img = Image.new("L", (30, 10), 50)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise for display
+    img.save(tmp_path / "r.jpg", exif=exif)
+    assert load_image(tmp_path / "r.jpg").shape == (30, 10)
+
+
+def test_symlink_loop_and_odd_names(tmp_path, tiny_weights):
+    d = tmp_path / "data" / "Set ü"
+    write_gray(d / "ir" / "a b é.png", 12, 12, 0)
+    write_gray(d / "vi" / "a b é.png", 12, 12, 1)
+    os.symlink(tmp_path / "data", tmp_path / "data" / "loop")
+    os.symlink(tmp_path / "data" / "nowhere", tmp_path / "data" / "dangling")
+    assert run_infer.main(["--test_path", str(tmp_path / "data"), "--output_path", str(tmp_path / "r"),
+                           "--weights", str(tiny_weights)]) == 0
+    assert (tmp_path / "r" / "Set ü_fusion" / "a b é.png").is_file()
+
+
+def test_training_image_search_survives_symlink_loop(tmp_path):
+    from utils.data import list_images
+    write_gray(tmp_path / "a" / "x.png", 5, 5, 0)
+    os.symlink(tmp_path, tmp_path / "a" / "loop")
+    assert list_images(tmp_path) == [tmp_path / "a" / "x.png"]
+
+
+# ---- property-based: a correct result or a clear error, never a traceback ------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=600), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".tif"]))
+def test_reader_on_random_bytes(tmp_path, data, suffix):
+    p = tmp_path / f"x{suffix}"
+    p.write_bytes(data)
+    try:
+        img = load_image(p)
+    except ImageReadError as e:
+        assert str(p) in str(e)
+    else:
+        assert img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(1, 40), w=st.integers(1, 40), mode=st.sampled_from(["L", "RGB", "RGBA", "I;16", "P"]),
+       ext=st.sampled_from([".png", ".bmp", ".tif"]))
+def test_reader_on_random_sizes_and_modes(tmp_path, h, w, mode, ext):
+    if mode == "I;16" and ext == ".bmp":
+        return  # BMP cannot store 16 bits
+    arr = np.random.default_rng(h * 41 + w).integers(0, 255, (h, w), dtype=np.uint8)
+    img = Image.fromarray(arr).convert(mode) if mode != "I;16" else Image.fromarray(arr.astype(np.uint16) * 257)
+    p = tmp_path / f"r{ext}"
+    img.save(p)
+    try:
+        out = load_image(p)
+    except ImageReadError as e:
+        assert min(h, w) < 2 and "at least 2x2" in str(e)
+        return
+    assert out.shape[:2] == (h, w) and out.dtype == np.float32
+    if mode in ("L", "I;16"):
+        np.testing.assert_allclose(out, arr / 255.0, atol=1e-6)
+
+
+names = st.text(alphabet="abcXY01 _-é", min_size=1, max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ir=st.lists(names, max_size=5, unique=True), vis=st.lists(names, max_size=5, unique=True),
+       layout=st.sampled_from([("ir", "vi"), ("IR", "VIS"), ("INF_images", "VIS_images"), None]))
+def test_pair_discovery_on_random_layouts(tmp_path_factory, ir, vis, layout):
+    root = tmp_path_factory.mktemp("layout")
+    for n in ir:
+        (root / layout[0] if layout else root).mkdir(exist_ok=True)
+        (root / (layout[0] if layout else "") / (n if layout else f"IR{n}")).with_suffix(".png").write_bytes(b"")
+    for n in vis:
+        (root / layout[1] if layout else root).mkdir(exist_ok=True)
+        (root / (layout[1] if layout else "") / (n if layout else f"VIS{n}")).with_suffix(".png").write_bytes(b"")
+    try:
+        _, pairs = find_pairs(root)
+    except PairError as e:
+        assert str(root) in str(e)
+        return
+    if layout is None:  # one separator after IR/VIS is ignored: IR_1, IR-1, IR 1 and IR1 are pair 1
+        def key(n):
+            return n[1:] if len(n) > 1 and n[0] in "_- " else n
+        ir, vis = [key(n) for n in ir], [key(n) for n in vis]
+    assert sorted(p.name for p in pairs) == sorted(ir) == sorted(vis)
+    for p in pairs:
+        assert p.ir.is_file() and p.vis.is_file()
