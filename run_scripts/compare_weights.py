@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,6 +32,7 @@ from utils.fusion import fuse_pairs, prepare_model  # noqa: E402
 from utils.images import load_image  # noqa: E402
 from utils.metrics import STANDARD  # noqa: E402
 from utils.pairs import find_pairs  # noqa: E402
+from figures import montage  # noqa: E402
 
 SETTINGS = [("add", "minmax"), ("mean", "clip"), ("l1_norm", "clip")]
 #: Metrics where lower is better (none in the standard profile; listed for clarity).
@@ -51,34 +52,6 @@ def set_images(pairs):
     for p in pairs:
         yield f"{p.name} IR", load_image(p.ir, gray=True)
         yield f"{p.name} VIS", load_image(p.vis, gray=True)
-
-
-def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height: int = 220) -> None:
-    """A grid picture: one row per pair, columns labelled."""
-    tiles = []
-    for row in rows:
-        scaled = []
-        for im in row:
-            pil = Image.fromarray(im).convert("RGB")
-            w = round(pil.width * height / pil.height)
-            scaled.append(pil.resize((w, height), Image.BILINEAR))
-        tiles.append(scaled)
-    width = max(sum(t.width for t in r) + 4 * (len(r) - 1) for r in tiles)
-    canvas = Image.new("RGB", (width, 22 + len(tiles) * (height + 4)), "white")
-    draw = ImageDraw.Draw(canvas)
-    x = 0
-    for label, tile in zip(labels, tiles[0]):
-        draw.text((x + 4, 5), label, fill="black")
-        x += tile.width + 4
-    y = 22
-    for r in tiles:
-        x = 0
-        for t in r:
-            canvas.paste(t, (x, y))
-            x += t.width + 4
-        y += height + 4
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
 
 
 def fmt(v: float) -> str:

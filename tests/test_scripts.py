@@ -47,3 +47,50 @@ def test_help_runs_as_a_script(script):
     out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "default" in out
+
+
+def tiny_sets(tmp_path):
+    from tests.conftest import write_gray, write_rgb
+    flat, sub = tmp_path / "Tno", tmp_path / "Road"
+    for k in (1, 2):
+        write_gray(flat / f"IR{k}.png", 170, 172, k)
+        write_gray(flat / f"VIS{k}.png", 170, 172, k + 3)
+        write_gray(sub / "ir" / f"p{k}.png", 170, 168, k)
+        write_rgb(sub / "vi" / f"p{k}.png", 170, 168, k)
+    return flat, sub
+
+
+def test_compare_weights_report(tmp_path, tiny_weights):
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    import json
+    import compare_weights
+    flat, sub = tiny_sets(tmp_path)
+    out = tmp_path / "cmp"
+    assert compare_weights.main(["--ours", str(tiny_weights), "--official", str(tiny_weights),
+                                 "--sets", str(flat), str(sub), "--out", str(out),
+                                 "--figure_pairs", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    # The same weights on both sides: every difference is exactly zero.
+    for key, entry in report["fusion"].items():
+        assert entry["ours"] == entry["reference"], key
+    assert report["psnr"]["Tno"]["ours"] == report["psnr"]["Tno"]["reference"]
+    assert (out / "compare.png").stat().st_size > 1000 and "within 2 %" in (out / "report.md").read_text()
+
+
+def test_results_table_and_figure(tmp_path, tiny_weights):
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    import figures
+    import results_table
+    flat, _ = tiny_sets(tmp_path)
+    out = tmp_path / "tables"
+    assert results_table.main(["--weights", str(tiny_weights), "--sets", str(flat), "--out", str(out),
+                               "--strategies", "add", "mean", "--profiles", "standard"]) == 0
+    md = (out / "tables.md").read_text()
+    assert "(A+B)/2" in md and "ours add/minmax" in md and "ours mean/clip" in md
+    avg = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "Tno_average" / "1.png"), float)
+    from utils.images import load_image
+    a, b = load_image(flat / "IR1.png") * 255, load_image(flat / "VIS1.png") * 255
+    assert np.abs(avg - np.floor((a + b) / 2 + 0.5)).max() <= 1  # the baseline is (A+B)/2
+    assert figures.main(["--weights", str(tiny_weights), "--pairs", "Tno:1", "Road:FLIR_05857",
+                         "--out", str(tmp_path / "ex.png")]) == 0
+    assert (tmp_path / "ex.png").stat().st_size > 1000

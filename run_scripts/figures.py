@@ -1,0 +1,79 @@
+"""Pictures for the README: IR | visible | fused for a few pairs.
+
+    python run_scripts/figures.py                       # shipped weights -> docs/examples.png
+
+Uses the default settings of run_infer.py (add, minmax) and keeps colour where the visible
+image has it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs import ROOT, SHIPPED_SHA256, SHIPPED_WEIGHTS, TEST_DATA  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.fusion import fuse_images, prepare_model  # noqa: E402
+from utils.images import load_image  # noqa: E402
+from utils.pairs import find_pairs  # noqa: E402
+
+
+def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height: int = 220) -> None:
+    """A grid picture: one row per pair, columns labelled."""
+    tiles = []
+    for row in rows:
+        scaled = []
+        for im in row:
+            pil = Image.fromarray(im).convert("RGB")
+            w = round(pil.width * height / pil.height)
+            scaled.append(pil.resize((w, height), Image.BILINEAR))
+        tiles.append(scaled)
+    width = max(sum(t.width for t in r) + 4 * (len(r) - 1) for r in tiles)
+    canvas = Image.new("RGB", (width, 22 + len(tiles) * (height + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for label, tile in zip(labels, tiles[0]):
+        draw.text((x + 4, 5), label, fill="black")
+        x += tile.width + 4
+    y = 22
+    for r in tiles:
+        x = 0
+        for t in r:
+            canvas.paste(t, (x, y))
+            x += t.width + 4
+        y += height + 4
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", default=str(SHIPPED_WEIGHTS), help="weights to fuse with")
+    p.add_argument("--pairs", nargs="+", default=["Tno:1", "Tno:7", "Tno:15", "Road:FLIR_05857"],
+                   help="SET:PAIR names under data_test/")
+    p.add_argument("--out", default=str(ROOT / "docs" / "examples.png"), help="PNG to write")
+    args = p.parse_args(argv)
+    expected = SHIPPED_SHA256 if Path(args.weights).resolve() == SHIPPED_WEIGHTS.resolve() else None
+    model = prepare_model(load_model(args.weights, expected)[0])
+    rows = []
+    for spec in args.pairs:
+        set_name, name = spec.split(":", 1)
+        pair = {p.name: p for p in find_pairs(TEST_DATA / set_name)[1]}[name]
+        ir, vis = load_image(pair.ir), load_image(pair.vis)
+        fused = fuse_images(model, ir, vis, "add", output_mode="minmax")
+        as8 = [np.asarray(Image.open(f).convert("RGB")) for f in (pair.ir, pair.vis)]
+        rows.append([*as8, fused])
+    montage(rows, ["infrared", "visible", "DenseFuse (add, minmax)"], Path(args.out))
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
