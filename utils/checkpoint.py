@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from models.densefuse import DenseFuse
+from utils.files import atomic_write
 
 FORMAT = "densefuse-pytorch/1"
 
@@ -34,18 +34,7 @@ def bare_module(model: nn.Module) -> nn.Module:
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``:
     a crash at any moment leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_checkpoint(path, model: nn.Module, config: dict, epoch: int, step: int,

@@ -15,12 +15,13 @@ Decisions for unusual files (documented in the README):
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from utils.files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -131,36 +132,7 @@ def save_image(path: str | os.PathLike, img: np.ndarray) -> None:
     """
     path = Path(path)
     data = img if img.dtype == np.uint8 else to_uint8(img)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unknown image extension {path.suffix!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(data).save(fh, format=fmt)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_writable(folder: str | os.PathLike, probe_bytes: int = 1 << 20) -> str | None:
-    """None if ``folder`` can be created and ``probe_bytes`` written into it, else the reason.
-    Called before long work so a read-only folder or a full disk fails first, not last."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write_test.", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(b"\0" * probe_bytes)
-                fh.flush()
-                os.fsync(fh.fileno())
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError as e:
-        return f"cannot write to {folder}: {e.strerror or e}"
-    return None
+    atomic_write(path, lambda fh: Image.fromarray(data).save(fh, format=fmt))

@@ -1,0 +1,44 @@
+"""Atomic file writes: a crash at any moment leaves the old file or the new one, never half."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(fh)`` on a temporary file in ``path``'s folder, fsync, then rename it over
+    ``path``. Temporary names start with a dot and end in ``.tmp``; one is removed on failure.
+    Two processes writing the same path each rename a complete file; the last one wins."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(folder: str | os.PathLike, probe_bytes: int = 1 << 20) -> str | None:
+    """None if ``folder`` can be created and ``probe_bytes`` written into it, else the reason.
+    Called before long work so a read-only folder or a full disk fails first, not last."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write_test.", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"\0" * probe_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as e:
+        return f"cannot write to {folder}: {e.strerror or e}"
+    return None
