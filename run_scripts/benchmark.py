@@ -148,22 +148,24 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # non-Linux fallback
 
 
-def memory_child(mode: str, h: int, w: int) -> None:
-    """Run in a fresh process: fuse one h x w pair; print peak RSS (MiB)."""
+def memory_child(mode: str, h: int, w: int, device: str) -> None:
+    """Run in a fresh process: fuse one h x w pair; print peak RSS (and CUDA max allocated), MiB."""
     torch.manual_seed(0)
-    model = prepare_model(DenseFuse())
+    model = prepare_model(DenseFuse(), device)
     rng = np.random.default_rng(0)
     ir, vis = rng.random((h, w), dtype=np.float32), rng.random((h, w), dtype=np.float32)
     t = time.perf_counter()
-    fuse_gray(model, ir, vis, "add", tile=-1 if mode == "untiled" else 0)
-    print(json.dumps({"mode": mode, "peak_rss_mib": peak_rss_mib(),
-                      "seconds": time.perf_counter() - t}))
+    fuse_gray(model, ir, vis, "add", device=device, tile=-1 if mode == "untiled" else 0)
+    row = {"mode": mode, "peak_rss_mib": peak_rss_mib(), "seconds": time.perf_counter() - t}
+    if device == "cuda":
+        row["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    print(json.dumps(row))
 
 
-def bench_memory(h, w, try_untiled: bool):
+def bench_memory(h, w, try_untiled: bool, device: str):
     rows = []
     for mode in ("tiled", "untiled") if try_untiled else ("tiled",):
-        out = subprocess.run([sys.executable, __file__, "--_memory_child", mode, str(h), str(w)],
+        out = subprocess.run([sys.executable, __file__, "--_memory_child", mode, str(h), str(w), device],
                              capture_output=True, text=True)
         if out.returncode != 0:
             rows.append({"mode": mode, "error": out.stderr.strip().splitlines()[-1:]})
@@ -201,10 +203,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[], choices=["fusion", "infer", "training", "memory"],
                    help="parts to leave out")
-    p.add_argument("--_memory_child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--_memory_child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._memory_child:
-        memory_child(args._memory_child[0], int(args._memory_child[1]), int(args._memory_child[2]))
+        mode, h, w, device = args._memory_child
+        memory_child(mode, int(h), int(w), device)
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
@@ -252,10 +255,12 @@ def main(argv=None) -> int:
     if "memory" not in args.skip:
         h, w = (64, 96) if args.smoke else (2160, 3840)
         try_untiled = args.smoke or available_mib() > 16_000
-        res["memory"] = bench_memory(h, w, try_untiled)
+        res["memory"] = bench_memory(h, w, try_untiled, dev)
         print(f"\npeak RSS fusing one {w}x{h} pair (fresh process each)")
         for r in res["memory"]:
             print(f"  {r['mode']:>8}: " + (f"{r['peak_rss_mib']:.0f} MiB in {r['seconds']:.1f} s"
+                                           + (f", CUDA max allocated {r['cuda_max_allocated_mib']:.0f} MiB"
+                                              if "cuda_max_allocated_mib" in r else "")
                                            if "peak_rss_mib" in r else f"failed: {r['error']}"))
         if not try_untiled:
             print("  untiled: skipped (needs > 16 GB free)")
