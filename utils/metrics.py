@@ -417,12 +417,14 @@ def _features(x: np.ndarray, feature: str) -> np.ndarray:
     raise ValueError(f"unknown FMI feature {feature!r}")
 
 
-def fmi(a, b, f, feature: str = "wavelet", w: int = 3, chunk: int = 20000) -> float:
+def fmi(a, b, f, feature: str = "wavelet", w: int = 3, chunk: int = 2000) -> float:
     """Feature mutual information (Haghighat, Aghagolzadeh & Seyedarabi 2011), fast version
     of ``fmi.m``: features (``wavelet``: single-level ``dmey`` DWT [cA cH; cV cD] rescaled to
     [0,1]; ``dct``: whole-image orthonormal DCT-II; ``none``), then for every w x w window
     (w = 3, column-major order) the normalised MI 2 I / (H_A + H_F) of the window PDFs with a
     Nelsen-copula joint PDF; the map of (FMI_AF + FMI_BF)/2 is averaged. Range [0, 1].
+    Windows are processed ``chunk`` at a time: ~2000 keeps the (chunk, 9, 9) temporaries in
+    cache (about twice as fast as 20000).
     PyWavelets' ``dmey`` has 62 taps where MATLAB's is zero-padded to 102: values near image
     borders differ slightly from MATLAB's."""
     a, b, f = _as_f64(a, b, f)
