@@ -8,8 +8,8 @@ ROOT = Path(__file__).resolve().parent
 
 #: Weights shipped with the repository (lambda = 100), trained by run_train.py (see README).
 #: The file name carries the first 8 hex digits of its SHA-256; the full hash is checked at load.
-SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_b973a0e8.pth"
-SHIPPED_SHA256 = "b973a0e8223b2c93cafde08c9b4d9f1730ca2c52cce53600986d886334ae4c43"
+SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_5161882d.pth"
+SHIPPED_SHA256 = "5161882d984f1f14409e74bee75b990ac9bb1342666e06fab16d23d51e92d209"
 
 #: Bundled licence-clean natural images for the training demo (see data_train_sample/README.md).
 DEMO_TRAIN_IMAGES = ROOT / "data_train_sample"

@@ -82,3 +82,13 @@ def test_ycbcr_roundtrip_and_gray_axis():
 def test_save_is_atomic_no_temp_left(tmp_path):
     save_image(tmp_path / "o.png", np.zeros((3, 3), np.float32))
     assert [p.name for p in tmp_path.iterdir()] == ["o.png"]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        save_image(tmp_path / "p.png", np.zeros((3, 3), np.float32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o644

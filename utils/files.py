@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(fh)`` on a temporary file in ``path``'s folder, fsync, then rename it over
     ``path``. Temporary names start with a dot and end in ``.tmp``; one is removed on failure.
@@ -19,6 +25,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
