@@ -212,3 +212,35 @@ def test_pair_discovery_on_random_layouts(tmp_path_factory, ir, vis, layout):
     assert sorted(p.name for p in pairs) == sorted(ir) == sorted(vis)
     for p in pairs:
         assert p.ir.is_file() and p.vis.is_file()
+
+
+def test_png_with_a_zero_side_is_a_clear_error(tmp_path):
+    import struct
+    import zlib
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 5, 8, 0, 0, 0, 0)) \
+        + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    (tmp_path / "zero.png").write_bytes(png)
+    with pytest.raises(ImageReadError, match="zero.png"):
+        load_image(tmp_path / "zero.png")
+
+
+def test_output_names_cannot_escape_the_output_folder(tmp_path):
+    from utils.pairs import Pair
+    with pytest.raises(run_infer.InferError, match="outside"):
+        run_infer.output_file(tmp_path / "out", Pair("../evil", tmp_path / "a", tmp_path / "b"))
+
+
+def test_two_runs_writing_one_folder(tmp_path, tiny_weights, flat_set):
+    out = tmp_path / "res"
+    cmd = [sys.executable, str(ROOT / "run_infer.py"), "--test_path", str(flat_set), "--output_path",
+           str(out), "--weights", str(tiny_weights), "--device", "cpu"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    files = sorted(p.name for p in (out / "Flat_fusion").iterdir())
+    assert files == ["1.png", "2.png", "3.png"]  # no temporary files left, every file complete
+    for f in files:
+        with Image.open(out / "Flat_fusion" / f) as im:
+            im.load()
