@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import TEST_DATA  # noqa: E402
 from models.densefuse import DenseFuse  # noqa: E402
-from models.fusion import add  # noqa: E402
 from utils.fusion import fuse_gray, postprocess, prepare_model  # noqa: E402
 from utils.images import to_uint8  # noqa: E402
 from utils.losses import DenseFuseLoss  # noqa: E402

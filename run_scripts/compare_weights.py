@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         _, pairs = find_pairs(s)
         pairs = pairs[:args.limit] if args.limit else pairs
         vals = {k: [] for k in models}
-        for name, img in tqdm(list(set_images(pairs)), desc=f"PSNR {Path(s).name}"):
+        for _, img in tqdm(list(set_images(pairs)), desc=f"PSNR {Path(s).name}"):
             for k, m in models.items():
                 vals[k].append(reconstruction_psnr(m, img))
         report["psnr"][Path(s).name] = vals

@@ -45,7 +45,7 @@ def test_single_pair(tmp_path, tiny_weights):
 
 
 def test_colour_visible_keeps_chroma(tmp_path, tiny_weights):
-    ir = write_gray(tmp_path / "ir" / "c.png", 14, 11, 0)
+    write_gray(tmp_path / "ir" / "c.png", 14, 11, 0)
     vis = write_rgb(tmp_path / "vi" / "c.png", 14, 11, 1)
     out = tmp_path / "res"
     assert infer("--test_path", tmp_path, "--output_path", out, weights=tiny_weights) == 0

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from skimage.metrics import structural_similarity
 
 from tests.conftest import ROOT

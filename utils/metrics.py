@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim, ssim
-from scipy import fft, ndimage, signal
+from scipy import fft, signal
 
 LEVELS = 256
 
