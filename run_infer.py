@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights: the shipped file, a run_train.py checkpoint, or the official "
                         "DenseFuse release (TF checkpoint/zip or the PyTorch .model)")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
-                   help="with an official TF release holding several lambdas: which one")
+                   help="with an official TF release holding several lambdas: which one "
+                        "(when omitted: 100, the official default)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default=d.strategy,
                    help="feature fusion: add = paper's sum, mean = half the sum, l1_norm = paper's "
                         "L1-norm weighting, max = element-wise maximum")
