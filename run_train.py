@@ -111,8 +111,8 @@ def load_validation(val_path: str | None, max_pairs: int = 2):
 
 
 @torch.no_grad()
-def validate(model, criterion, pairs, device, writer, epoch) -> float | None:
-    """Reconstruction loss and PSNR (0-255) on the validation images; logs images."""
+def validate(model, criterion, pairs, device, writer, epoch) -> tuple[float, float] | None:
+    """(mean loss, mean PSNR on 0-255) of the validation reconstructions; logs images."""
     if not pairs:
         return None
     model.eval()
@@ -122,7 +122,7 @@ def validate(model, criterion, pairs, device, writer, epoch) -> float | None:
             x = torch.from_numpy(img)[None, None].to(device)
             y = model(x)
             losses.append(float(criterion(y, x)[0]))
-            mse = float(torch.mean((to_t(y) - to_t(x)) ** 2))
+            mse = float(torch.mean((to_levels(y) - to_levels(x)) ** 2))
             psnrs.append(10 * math.log10(255.0 ** 2 / max(mse, 1e-12)))
             tiles.append(np.concatenate([img, y[0, 0].clamp(0, 1).cpu().numpy()], axis=1))
     for i, t in enumerate(tiles):
@@ -135,7 +135,7 @@ def validate(model, criterion, pairs, device, writer, epoch) -> float | None:
     return float(np.mean(losses)), float(np.mean(psnrs))
 
 
-def to_t(x: torch.Tensor) -> torch.Tensor:
+def to_levels(x: torch.Tensor) -> torch.Tensor:
     """[0,1] -> 8-bit levels as the files would store them (for PSNR on 0-255)."""
     return torch.floor(x.clamp(0, 1) * 255.0 + 0.5)
 

@@ -12,12 +12,15 @@ loop. On CUDA images are tiled only when very large.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from models.densefuse import DenseFuse
 from models.fusion import get_strategy, strategy_radius
-from utils.images import rgb_to_gray, rgb_to_ycbcr, to_uint8, ycbcr_to_rgb
+from utils.images import load_image, rgb_to_gray, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
 
 OUTPUT_MODES = ("minmax", "clip")
 #: CPU tile size: the fastest measured on a 2-core Xeon (96-256 are all within 10 %).
@@ -129,11 +132,6 @@ def fuse_pairs(model: DenseFuse, pairs, out_dir, strategy: str = "add", l1_radiu
                output_mode: str = "minmax", device: torch.device | str = "cpu", tile: int = 0,
                desc: str | None = None) -> None:
     """Fuse every pair and write ``<out_dir>/<pair name>.png`` (atomically), with a progress bar."""
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from utils.images import load_image, save_image
     out_dir = Path(out_dir)
     for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None):
         fused = fuse_images(model, load_image(pair.ir), load_image(pair.vis), strategy, l1_radius,
