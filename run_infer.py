@@ -157,15 +157,15 @@ def run(args) -> int:
         if not args.skip_bad:
             raise InferError("nothing was fused; fix the files above or pass --skip_bad")
 
-    for _, pairs, out_dir in checked:
-        if pairs and (problem := check_writable(out_dir)):
-            raise InferError(problem)
     weights = Path(args.weights)
     expected = SHIPPED_SHA256 if weights.resolve() == SHIPPED_WEIGHTS.resolve() else None
     try:
         model, info = load_model(weights, expected, args.ssim_weight)
     except WeightsError as e:
         raise InferError(str(e)) from None
+    for _, pairs, out_dir in checked:
+        if pairs and (problem := check_writable(out_dir)):
+            raise InferError(problem)
     device = resolve_device(args.device)
     model = prepare_model(model, device)
     print(f"weights: {weights} ({info['kind']}); strategy {args.strategy}, output {args.output_mode}, "

@@ -133,6 +133,7 @@ def test_not_a_densefuse_checkpoint(tmp_path, capsys, flat_set):
     torch.save({"fc.weight": torch.zeros(3, 3)}, bad)
     err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", weights=bad)
     assert "other.pth" in err and "not a DenseFuse checkpoint" in err
+    assert not (tmp_path / "r").exists()  # failed before creating anything
 
 
 def test_output_never_overwrites_input(tmp_path, tiny_weights, capsys):
