@@ -103,8 +103,7 @@ def collect_jobs(args) -> list[tuple[str, list[Pair], Path]]:
     if not sets:
         raise InferError(f"{root}: no IR/visible pairs found in it or its sub-folders")
     jobs = []
-    for s in sets:
-        layout, pairs = find_pairs(s)
+    for s, layout, pairs in sets:
         print(f"{s}: layout {layout}, {len(pairs)} pairs")
         jobs.append((s.name, pairs, out_root / f"{s.name}_fusion"))
     return jobs

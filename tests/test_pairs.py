@@ -47,4 +47,4 @@ def test_missing_and_empty(tmp_path):
 
 def test_find_sets_skips_other_folders(tmp_path, flat_set):
     (tmp_path / "unrelated").mkdir()
-    assert find_sets(tmp_path) == [flat_set]
+    assert [folder for folder, _, _ in find_sets(tmp_path)] == [flat_set]

@@ -115,7 +115,7 @@ def load_model(path: str | os.PathLike, expected_sha256: str | None = None,
     files/folder/zip, or the PyTorch port's ``.model``; see ``utils/official.py``).
     Returns ``(model, info)`` where ``info`` describes what was loaded.
     """
-    from utils import official  # local import: the importer is only needed for those files
+    from utils import official  # local import: utils.official imports WeightsError from here
 
     path = Path(path)
     if not path.exists() and not Path(str(path) + ".index").exists():

@@ -101,8 +101,9 @@ def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
                     f"VIS_images/, or files IR<k>.* + VIS<k>.*)")
 
 
-def find_sets(root: str | Path) -> list[Path]:
-    """Sub-folders of ``root`` that hold a recognised layout (sorted), e.g. data_test/Tno."""
+def find_sets(root: str | Path) -> list[tuple[Path, str, list[Pair]]]:
+    """``(folder, layout, pairs)`` for each sub-folder of ``root`` that holds a recognised
+    layout (sorted by name), e.g. data_test/Tno; other folders are skipped."""
     root = Path(root)
     if not root.is_dir():
         raise PairError(f"{root}: folder not found")
@@ -110,10 +111,10 @@ def find_sets(root: str | Path) -> list[Path]:
     for child in sorted(root.iterdir()):
         if child.is_dir() and not child.name.startswith("."):
             try:
-                find_pairs(child)
+                layout, pairs = find_pairs(child)
             except PairError as e:
                 if "no IR/visible pairs found" in str(e):
                     continue
                 raise
-            sets.append(child)
+            sets.append((child, layout, pairs))
     return sets
