@@ -8,8 +8,8 @@ ROOT = Path(__file__).resolve().parent
 
 #: Weights shipped with the repository (lambda = 100), trained by run_train.py (see README).
 #: The file name carries the first 8 hex digits of its SHA-256; the full hash is checked at load.
-SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_5161882d.pth"
-SHIPPED_SHA256 = "5161882d984f1f14409e74bee75b990ac9bb1342666e06fab16d23d51e92d209"
+SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_fc4d446a.pth"
+SHIPPED_SHA256 = "fc4d446adfd04b4dacbf132ffb41df3efede8f6d0f429e7f8f32cf418e3c8c67"
 
 #: Bundled licence-clean natural images for the training demo (see data_train_sample/README.md).
 DEMO_TRAIN_IMAGES = ROOT / "data_train_sample"
@@ -27,12 +27,14 @@ class TrainConfig:
     image_size: int = 256
     crop: bool = False
     flip: bool = False
+    zoom: tuple[float, float] = (1.0, 1.0)
     batch_size: int = 2
     micro_batch: int = 0
     num_epochs: int = 4
     epoch_size: int | None = None
     lr: float = 1e-4
     lr_decay: float = 0.9
+    pixel_range: float = 255.0
     ssim_weight: int = 100
     resume_path: str | None = None
     init_from: str | None = None

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take random SxS crops instead of resizing")
     p.add_argument("--flip", action="store_true", default=d.flip,
                    help="random horizontal and vertical flips")
+    p.add_argument("--zoom", type=float, nargs=2, default=d.zoom, metavar=("MIN", "MAX"),
+                   help="with --crop: each crop covers S/z source pixels, z uniform in [MIN, MAX], "
+                        "resized to SxS (z > 1 magnifies, z < 1 shrinks)")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--micro_batch", type=int, default=d.micro_batch,
                    help="split each batch into chunks of this size and accumulate gradients "
@@ -69,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr_decay", type=float, default=d.lr_decay,
                    help="learning rate multiplied by this after every epoch")
+    p.add_argument("--pixel_range", type=float, default=d.pixel_range,
+                   help="train as if pixels were 0..R, as the official code fed 0-255 values: with "
+                        "Adam that is the same as dividing the biases' initial values and learning "
+                        "rate by R, which keeps biases small next to the signal (the L1-norm "
+                        "strategy's activity maps depend on that); 1 = plain [0,1] training")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=d.ssim_weight,
                    help="lambda, the weight of the SSIM loss (paper: 1, 10, 100, 1000)")
     p.add_argument("--init_from", default=d.init_from,
@@ -140,6 +148,25 @@ def to_levels(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x.clamp(0, 1) * 255.0 + 0.5)
 
 
+def build_optimizer(model: torch.nn.Module, lr: float, pixel_range: float) -> torch.optim.Adam:
+    """Adam with the biases' learning rate divided by ``pixel_range``.
+
+    A network fed 0..R pixels is this one fed [0,1] pixels with every bias multiplied by R
+    (ReLU and the convolutions are positively homogeneous) and the same weights. Adam's
+    updates do not depend on the gradient's scale, so training it moves each bias by ~lr,
+    i.e. by ~lr/R in our units. Adam's eps is multiplied by R for the biases because their
+    gradients are R times larger here; then the two trainings match step for step
+    (tests/test_train.py). Plain [0,1] training (R = 1) lets biases grow to a third of the
+    activations, which softens the L1-norm strategy's weights (README, "The shipped weights").
+    """
+    if pixel_range == 1:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    weights = [p for n, p in model.named_parameters() if not n.endswith("bias")]
+    return torch.optim.Adam([{"params": weights, "lr": lr},
+                             {"params": biases, "lr": lr / pixel_range, "eps": 1e-8 * pixel_range}])
+
+
 def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int) -> tuple[float, float, float]:
     """Gradients of the batch's mean loss, accumulated over micro-batches of ``micro`` images
     (each weighted by its share of the batch, so loss and gradients equal the whole batch's up
@@ -199,6 +226,7 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
                   file=sys.stderr)
         # The run's own settings win, except the few given explicitly that may change.
         override = explicit & RESUMABLE_OVERRIDES | {"resume_path"}
+        saved.setdefault("pixel_range", 1.0)  # checkpoints from before --pixel_range
         cfg = TrainConfig(**{f.name: getattr(cfg, f.name) if f.name in override
                              else saved.get(f.name, getattr(cfg, f.name)) for f in fields(TrainConfig)})
         run_dir = Path(cfg.resume_path).resolve().parent.parent
@@ -231,7 +259,16 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     torch.manual_seed(cfg.seed)
     # Channels-last lets oneDNN/cuDNN pick their fastest convolutions (run_scripts/benchmark.py).
     model = DenseFuse().to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if not 0 < cfg.zoom[0] <= cfg.zoom[1]:
+        fail(f"--zoom MIN MAX needs 0 < MIN <= MAX, got {cfg.zoom[0]} {cfg.zoom[1]}")
+    if not cfg.pixel_range > 0:
+        fail(f"--pixel_range must be positive, got {cfg.pixel_range}")
+    if resume is None and not cfg.init_from and cfg.pixel_range != 1:
+        with torch.no_grad():  # default initial biases, in 0..R units (see build_optimizer)
+            for name, param in model.named_parameters():
+                if name.endswith("bias"):
+                    param /= cfg.pixel_range
+    optimizer = build_optimizer(model, cfg.lr, cfg.pixel_range)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     criterion = DenseFuseLoss(cfg.ssim_weight)
     epoch0, step, best = 0, 0, math.inf
@@ -249,7 +286,7 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
         scheduler.load_state_dict(resume["scheduler"])
         epoch0, step, best = resume["epoch"], resume["step"], resume.get("best_loss", math.inf)
 
-    dataset = NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed)
+    dataset = NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed, tuple(cfg.zoom))
     epoch_size = cfg.epoch_size or len(paths)
     micro = cfg.micro_batch or (2 if device.type == "cpu" else cfg.batch_size)
     steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)

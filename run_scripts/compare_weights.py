@@ -48,6 +48,16 @@ def reconstruction_psnr(model, img: np.ndarray) -> float:
     return math.inf if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
+@torch.inference_mode()
+def flat_activity_ratio(model) -> float:
+    """Feature activity (sum of |features| over channels, mean over pixels) of an all-black
+    image divided by that of a flat mid-grey (0.5) image. A black image only activates the
+    biases, so this says how much of the encoder's activity is bias rather than signal; the
+    L1-norm strategy's weights flatten towards 1/2 as it grows."""
+    act = [model.encode(torch.full((1, 1, 32, 32), v)).abs().sum(1).mean() for v in (0.0, 0.5)]
+    return float(act[0] / act[1])
+
+
 def set_images(pairs):
     for p in pairs:
         yield f"{p.name} IR", load_image(p.ir, gray=True)
@@ -82,6 +92,10 @@ def main(argv=None) -> int:
           f"({ref_info.get('kind')}, lambda={ref_info.get('ssim_weight', '?')})", ""]
     t0 = time.time()
 
+    ratios = {k: flat_activity_ratio(m) for k, m in models.items()}
+    report["flat_activity_ratio"] = ratios
+    md += ["### Bias share of the encoder's activity (black / mid-grey image)", "",
+           f"ours {ratios['ours']:.4f}, reference {ratios['reference']:.4f}", ""]
     md += ["### Reconstruction PSNR (dB, 0-255, float output vs 8-bit input)", "",
            "| set | images | ours | reference | ours min |", "|---|---|---|---|---|"]
     for s in args.sets:

@@ -3,6 +3,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -74,7 +75,28 @@ def test_compare_weights_report(tmp_path, tiny_weights):
     for key, entry in report["fusion"].items():
         assert entry["ours"] == entry["reference"], key
     assert report["psnr"]["Tno"]["ours"] == report["psnr"]["Tno"]["reference"]
+    ratios = report["flat_activity_ratio"]
+    assert ratios["ours"] == ratios["reference"] and 0 < ratios["ours"] < 1
     assert (out / "compare.png").stat().st_size > 1000 and "within 2 %" in (out / "report.md").read_text()
+
+
+def test_flat_activity_ratio_closed_forms():
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    import compare_weights
+    from models.densefuse import DenseFuse
+    torch.manual_seed(0)
+    m = DenseFuse()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    # No biases: a black image has no activity at all.
+    assert compare_weights.flat_activity_ratio(m) == 0.0
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.copy_(torch.full_like(p, 0.5) if name.endswith("bias") else torch.zeros_like(p))
+    # No weights: every image gives the same (bias-only) features.
+    assert compare_weights.flat_activity_ratio(m) == 1.0
 
 
 def test_results_table_and_figure(tmp_path, tiny_weights):

@@ -131,3 +131,96 @@ def test_training_reduces_loss(images, tmp_path):
     acc = EventAccumulator(str(tmp_path / "runs/r/logs")).Reload()
     pixel = [e.value for e in acc.Scalars("loss/pixel")]
     assert math.isfinite(pixel[-1]) and np.mean(pixel[-3:]) < 0.5 * pixel[0]
+
+
+def test_pixel_range_equals_training_on_0_255_pixels():
+    """--pixel_range 255 (bias lr and initial biases / 255) is Adam on a network fed 0-255
+    values, the official set-up: after several steps the weights agree and the biases differ
+    by exactly the factor 255."""
+    import copy
+
+    import torch.nn.functional as F
+    from pytorch_msssim import ssim
+
+    from models.densefuse import DenseFuse
+    from utils.losses import DenseFuseLoss
+
+    torch.manual_seed(0)
+    ours = DenseFuse().double()
+    ref = copy.deepcopy(ours)  # the same network, in 0-255 units
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p *= 255.0
+    opt = run_train.build_optimizer(ours, 1e-3, 255.0)
+    opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    crit = DenseFuseLoss(100)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x = torch.rand(2, 1, 24, 24, generator=gen, dtype=torch.float64)
+        opt.zero_grad()
+        loss = crit(ours(x), x)[0]
+        loss.backward()
+        opt.step()
+        x255 = 255.0 * x
+        y = ref(x255)
+        opt_ref.zero_grad()
+        loss_ref = F.mse_loss(y, x255) + 100 * (1 - ssim(y, x255, data_range=255.0))
+        loss_ref.backward()
+        opt_ref.step()
+        assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-9)
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        scale = 255.0 if name.endswith("bias") else 1.0
+        torch.testing.assert_close(p * scale, q, rtol=1e-6, atol=1e-9)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3 / 255]
+
+
+def test_pixel_range_divides_initial_biases_and_bias_lr(images, tmp_path):
+    assert train(images, tmp_path / "a", "--num_epochs", "1", "--epoch_size", "2",
+                 "--pixel_range", "1", "--lr", "0") == 0
+    assert train(images, tmp_path / "b", "--num_epochs", "1", "--epoch_size", "2",
+                 "--pixel_range", "255", "--lr", "0") == 0
+    a = torch.load(tmp_path / "a" / "r" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "r" / "checkpoints" / "last.pt", weights_only=True)
+    for k, v in a["model"].items():
+        expect = v / 255 if k.endswith("bias") else v
+        torch.testing.assert_close(b["model"][k], expect)
+    assert len(a["optimizer"]["param_groups"]) == 1 and len(b["optimizer"]["param_groups"]) == 2
+    assert b["config"]["pixel_range"] == 255
+
+
+def test_resume_checkpoint_from_before_pixel_range(images, tmp_path):
+    """Checkpoints written before --pixel_range existed trained with plain Adam (R = 1)."""
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2",
+                 "--pixel_range", "1") == 0
+    last = tmp_path / "runs" / "r" / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    del ck["config"]["pixel_range"]
+    torch.save(ck, last)
+    assert run_train.main(["--resume_path", str(last), "--num_epochs", "2"]) == 0
+    assert torch.load(last, weights_only=True)["config"]["pixel_range"] == 1
+
+
+@pytest.mark.parametrize("zoom", [2.0, 0.5])
+def test_zoomed_crops_scale_a_ramp(tmp_path, zoom):
+    """A horizontal ramp rising 1/400 per pixel: a crop covering S/z source pixels resized to S
+    rises 1/(400 z) per pixel."""
+    from PIL import Image
+
+    from utils.data import NaturalImages
+    ramp = np.tile(np.arange(400, dtype=np.float64) / 400 * 255, (300, 1))
+    Image.fromarray(ramp.round().astype(np.uint8)).save(tmp_path / "ramp.png")
+    ds = NaturalImages([tmp_path / "ramp.png"], size=64, crop=True, seed=1, zoom=(zoom, zoom))
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        x = ds[0][0].numpy().astype(np.float64)
+        assert x.shape == (64, 64)
+        slope = np.mean(x[:, -9] - x[:, 8]) / (64 - 17)
+        assert slope == pytest.approx(1 / (400 * zoom), rel=0.05)
+    ds.set_epoch(0)
+    torch.testing.assert_close(ds[0], ds[0])  # a pure function of (seed, epoch, index)
+
+
+def test_bad_zoom_is_one_line_error(images, tmp_path, capsys):
+    assert train(images, tmp_path / "runs", "--zoom", "2", "1") == 2
+    assert "--zoom" in capsys.readouterr().err

@@ -51,13 +51,16 @@ class NaturalImages(Dataset):
 
     ``crop=False``: each image is resized to SxS (the paper). ``crop=True``: a random SxS crop
     (images smaller than S are first scaled up so that the short side is S). ``flip``: random
-    horizontal/vertical flips. Randomness comes from ``(seed, epoch, index)`` only, so the same
-    epoch gives the same samples whatever the number of workers or where a run was resumed.
+    horizontal/vertical flips. ``zoom=(lo, hi)`` with ``crop``: each crop covers S/z x S/z
+    source pixels, z uniform in [lo, hi], resized to SxS (z > 1 magnifies, z < 1 shrinks).
+    Randomness comes from ``(seed, epoch, index)`` only, so the same epoch gives the same
+    samples whatever the number of workers or where a run was resumed.
     """
 
     def __init__(self, paths: list[Path], size: int = 256, crop: bool = False,
-                 flip: bool = False, seed: int = 0):
+                 flip: bool = False, seed: int = 0, zoom: tuple[float, float] = (1.0, 1.0)):
         self.paths, self.size, self.crop, self.flip, self.seed = paths, size, crop, flip, seed
+        self.zoom = (float(zoom[0]), float(zoom[1]))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -80,13 +83,19 @@ class NaturalImages(Dataset):
             return self[(index + 1) % len(self)]
         s = self.size
         if self.crop:
+            lo, hi = self.zoom
+            # No draw for a fixed zoom, so runs without --zoom keep their exact crops.
+            z = lo if lo == hi else lo + (hi - lo) * rng.random()
+            c = max(2, round(s / z))  # source pixels covered by the crop
             h, w = img.shape
-            if min(h, w) < s:
-                scale = s / min(h, w)
-                img = _resize(img, (max(s, round(h * scale)), max(s, round(w * scale))))
+            if min(h, w) < c:
+                scale = c / min(h, w)
+                img = _resize(img, (max(c, round(h * scale)), max(c, round(w * scale))))
                 h, w = img.shape
-            y, x = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-            img = img[y:y + s, x:x + s]
+            y, x = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
+            img = img[y:y + c, x:x + c]
+            if c != s:
+                img = _resize(np.ascontiguousarray(img), (s, s))
         else:
             img = _resize(img, (s, s))
         if self.flip:

@@ -1,0 +1,52 @@
+"""What issue #5 promises of the shipped weights, measured on the real test sets.
+
+The fast test reconstructs crops of three TNO pairs; the slow one reruns
+run_scripts/compare_weights.py against the official lambda = 1e2 checkpoint in ../shared and
+checks the README's claims (skipped without the official files).
+"""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from configs import SHIPPED_SHA256, SHIPPED_WEIGHTS
+from tests.conftest import ROOT, SHARED
+from utils.checkpoint import load_model
+from utils.images import load_image
+
+TF_ZIP = SHARED / "weights" / "official" / "densefuse_gray_tf_ckpt.zip"
+TNO = ROOT / "data_test" / "Tno"
+
+
+def test_shipped_weights_reconstruct_tno_crops_above_45db_on_average():
+    model, _ = load_model(SHIPPED_WEIGHTS, SHIPPED_SHA256)
+    vals = []
+    with torch.no_grad():
+        for k in (1, 7, 15):
+            for m in ("IR", "VIS"):
+                x = load_image(TNO / f"{m}{k}.png", gray=True)[:192, :192]
+                y = model(torch.from_numpy(x)[None, None])[0, 0].double().numpy()
+                vals.append(10 * np.log10(255.0 ** 2 / np.mean((255.0 * (y - x)) ** 2)))
+    # The issue's bar is the mean; VIS15 (sensor noise) is the hardest image, ~44 dB here.
+    assert np.mean(vals) >= 45.0 and min(vals) >= 40.0, vals
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TF_ZIP.is_file(), reason="../shared/weights/official not present")
+def test_shipped_weights_match_official_within_2_percent(tmp_path):
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    import compare_weights
+    assert compare_weights.main(["--official", str(TF_ZIP), "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    for name, vals in report["psnr"].items():
+        assert np.mean(vals["ours"]) >= 45.0, name
+    assert len(report["fusion"]) == 6  # 2 sets x (add/minmax, mean/clip, l1_norm/clip)
+    misses = {f"{key} {metric}": d for key, entry in report["fusion"].items()
+              for metric, d in entry["diff_pct"].items() if not abs(d) <= 2.0}
+    # The one value still outside 2 % (README, "The shipped weights"); it must not grow and
+    # nothing else may join it. Delete it from here when a better training closes it.
+    known = {"Tno l1_norm/clip SF": 2.5}
+    assert set(misses) <= set(known), misses
+    assert all(abs(d) <= known[k] for k, d in misses.items()), misses
