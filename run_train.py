@@ -156,8 +156,9 @@ def build_optimizer(model: torch.nn.Module, lr: float, pixel_range: float) -> to
     updates do not depend on the gradient's scale, so training it moves each bias by ~lr,
     i.e. by ~lr/R in our units. Adam's eps is multiplied by R for the biases because their
     gradients are R times larger here; then the two trainings match step for step
-    (tests/test_train.py). Plain [0,1] training (R = 1) lets biases grow to a third of the
-    activations, which softens the L1-norm strategy's weights (README, "The shipped weights").
+    (tests/test_train.py). With plain [0,1] training (R = 1) the biases alone gave a third of
+    the encoder's activity on a mid-grey image, which flattens the L1-norm strategy's weights
+    (README, "--pixel_range").
     """
     if pixel_range == 1:
         return torch.optim.Adam(model.parameters(), lr=lr)
@@ -234,6 +235,11 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
         name = cfg.run_name or f"densefuse_l{cfg.ssim_weight}_{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.output_dir) / name
 
+    if not 0 < cfg.zoom[0] <= cfg.zoom[1]:
+        fail(f"--zoom MIN MAX needs 0 < MIN <= MAX, got {cfg.zoom[0]} {cfg.zoom[1]}")
+    if not cfg.pixel_range > 0:
+        fail(f"--pixel_range must be positive, got {cfg.pixel_range}")
+
     image_root = Path(cfg.image_path)
     if not image_root.is_dir():
         fail(f"image folder {image_root} not found; pass --image_path DIR with training images "
@@ -259,10 +265,6 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     torch.manual_seed(cfg.seed)
     # Channels-last lets oneDNN/cuDNN pick their fastest convolutions (run_scripts/benchmark.py).
     model = DenseFuse().to(device).to(memory_format=torch.channels_last)
-    if not 0 < cfg.zoom[0] <= cfg.zoom[1]:
-        fail(f"--zoom MIN MAX needs 0 < MIN <= MAX, got {cfg.zoom[0]} {cfg.zoom[1]}")
-    if not cfg.pixel_range > 0:
-        fail(f"--pixel_range must be positive, got {cfg.pixel_range}")
     if resume is None and not cfg.init_from and cfg.pixel_range != 1:
         with torch.no_grad():  # default initial biases, in 0..R units (see build_optimizer)
             for name, param in model.named_parameters():
