@@ -98,9 +98,11 @@ def main(argv=None) -> int:
            f"ours {ratios['ours']:.4f}, reference {ratios['reference']:.4f}", ""]
     md += ["### Reconstruction PSNR (dB, 0-255, float output vs 8-bit input)", "",
            "| set | images | ours | reference | ours min |", "|---|---|---|---|---|"]
+    sets = {}  # listed once, used by every section below
     for s in args.sets:
         _, pairs = find_pairs(s)
-        pairs = pairs[:args.limit] if args.limit else pairs
+        sets[s] = pairs[:args.limit] if args.limit else pairs
+    for s, pairs in sets.items():
         vals = {k: [] for k in models}
         for _, img in tqdm(list(set_images(pairs)), desc=f"PSNR {Path(s).name}"):
             for k, m in models.items():
@@ -110,10 +112,8 @@ def main(argv=None) -> int:
                   f"{np.mean(vals['reference']):.2f} | {np.min(vals['ours']):.2f} |")
     md.append("")
 
-    for s in args.sets:
+    for s, pairs in sets.items():
         set_name = Path(s).name
-        _, pairs = find_pairs(s)
-        pairs = pairs[:args.limit] if args.limit else pairs
         for strategy, mode in SETTINGS:
             key = f"{set_name} {strategy}/{mode}"
             means = {}
@@ -137,8 +137,7 @@ def main(argv=None) -> int:
             print(f"{key}: " + ", ".join(f"{mt} {diff[mt]:+.2f}%" for mt in STANDARD))
 
     first = Path(args.sets[0])
-    _, pairs = find_pairs(first)
-    pairs = pairs[:args.limit] if args.limit else pairs
+    pairs = sets[args.sets[0]]
     chosen = [pp for pp in pairs if pp.name in args.figure_pairs] or pairs[:3]
     if chosen:
         rows = []

@@ -14,17 +14,14 @@ OFFICIAL = SHARED / "weights" / "official"
 TF_ZIP = OFFICIAL / "densefuse_gray_tf_ckpt.zip"
 PT_MODEL = OFFICIAL / "densefuse_gray.model"
 TNO = ROOT / "data_test" / "Tno"
+sys.path.insert(0, str(ROOT / "run_scripts"))
+import compare_weights  # noqa: E402
 pytestmark = pytest.mark.skipif(not TF_ZIP.is_file(), reason="../shared/weights/official not present")
 
 
 def recon_psnr(model, images) -> float:
     """Mean PSNR (dB, peak 255) of the float reconstruction vs the 8-bit input."""
-    vals = []
-    with torch.no_grad():
-        for x in images:
-            y = model(torch.from_numpy(x)[None, None])[0, 0].double().numpy()
-            vals.append(10 * np.log10(255.0 ** 2 / np.mean((255.0 * (y - x)) ** 2)))
-    return float(np.mean(vals))
+    return float(np.mean([compare_weights.reconstruction_psnr(model, x) for x in images]))
 
 
 @pytest.fixture(scope="module")
