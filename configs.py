@@ -8,8 +8,14 @@ ROOT = Path(__file__).resolve().parent
 
 #: Weights shipped with the repository (lambda = 100), trained by run_train.py (see README).
 #: The file name carries the first 8 hex digits of its SHA-256; the full hash is checked at load.
-SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_fc4d446a.pth"
-SHIPPED_SHA256 = "fc4d446adfd04b4dacbf132ffb41df3efede8f6d0f429e7f8f32cf418e3c8c67"
+SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_daf2d5f7.pth"
+SHIPPED_SHA256 = "daf2d5f763ab8e122d6dd8a2049f53027e069af0270b9531d63534fe048ca12e"
+
+
+def expected_sha256(weights: str | Path) -> str | None:
+    """The SHA-256 that ``weights`` must have if it is the shipped file, else None: a user's own
+    files have no known hash, and the importer identifies the authors' files by content."""
+    return SHIPPED_SHA256 if Path(weights).resolve() == SHIPPED_WEIGHTS.resolve() else None
 
 #: Bundled licence-clean natural images for the training demo (see data_train_sample/README.md).
 DEMO_TRAIN_IMAGES = ROOT / "data_train_sample"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from configs import SHIPPED_SHA256, SHIPPED_WEIGHTS, SSIM_WEIGHTS, FuseConfig
+from configs import SSIM_WEIGHTS, FuseConfig, expected_sha256
 from models.fusion import STRATEGIES
 from utils.checkpoint import WeightsError, load_model
 from utils.devices import resolve_device
@@ -157,9 +157,8 @@ def run(args) -> int:
             raise InferError("nothing was fused; fix the files above or pass --skip_bad")
 
     weights = Path(args.weights)
-    expected = SHIPPED_SHA256 if weights.resolve() == SHIPPED_WEIGHTS.resolve() else None
     try:
-        model, info = load_model(weights, expected, args.ssim_weight)
+        model, info = load_model(weights, expected_sha256(weights), args.ssim_weight)
     except WeightsError as e:
         raise InferError(str(e)) from None
     for _, pairs, out_dir in checked:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import RESULTS, SHIPPED_SHA256, SHIPPED_WEIGHTS, TEST_DATA  # noqa: E402
+from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.evaluation import evaluate, mean_row  # noqa: E402
 from utils.fusion import fuse_pairs, prepare_model  # noqa: E402
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     out = Path(args.out)
-    ours, _ = load_model(args.ours, SHIPPED_SHA256 if Path(args.ours).resolve() == SHIPPED_WEIGHTS.resolve() else None)
+    ours, _ = load_model(args.ours, expected_sha256(args.ours))
     ref, ref_info = load_model(args.official, ssim_weight=args.ssim_weight)
     models = {"ours": prepare_model(ours), "reference": prepare_model(ref)}
     report = {"ours": args.ours, "reference": args.official, "reference_info": ref_info,

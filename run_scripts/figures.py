@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import ROOT, SHIPPED_SHA256, SHIPPED_WEIGHTS, TEST_DATA  # noqa: E402
+from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.fusion import fuse_images, prepare_model  # noqa: E402
 from utils.images import load_image  # noqa: E402
@@ -60,8 +60,7 @@ def main(argv=None) -> int:
                    help="SET:PAIR names under data_test/")
     p.add_argument("--out", default=str(ROOT / "docs" / "examples.png"), help="PNG to write")
     args = p.parse_args(argv)
-    expected = SHIPPED_SHA256 if Path(args.weights).resolve() == SHIPPED_WEIGHTS.resolve() else None
-    model = prepare_model(load_model(args.weights, expected)[0])
+    model = prepare_model(load_model(args.weights, expected_sha256(args.weights))[0])
     rows = []
     for spec in args.pairs:
         set_name, name = spec.split(":", 1)

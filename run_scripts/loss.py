@@ -2,9 +2,12 @@
 
     python run_scripts/loss.py runs/<run>            # writes runs/<run>/loss.png
     python run_scripts/loss.py runs/<run> --out loss.png --smooth 50
+    python run_scripts/loss.py runs/<stage1> runs/<stage2> --out loss.png   # one row per run
 
 Reads the TensorBoard event files in ``<run>/logs`` (pixel, SSIM, total loss per step and,
-if present, validation PSNR per epoch).
+if present, validation PSNR per epoch). Several runs (e.g. the stages of a training continued
+with ``--init_from``) are drawn as rows of one picture, each with its own step axis, because
+their step and epoch counters are independent.
 """
 from __future__ import annotations
 
@@ -34,48 +37,67 @@ def smooth(y: np.ndarray, k: int) -> np.ndarray:
     return (c[1:] - c[np.arange(1, len(y) + 1) - n]) / n
 
 
-def plot(scalars, out: Path, k: int) -> None:
+PANELS = ("loss/pixel", "loss/ssim", "loss/total", "val/psnr")
+
+
+def plot(runs: dict[str, dict], out: Path, k: int) -> None:
+    """One row of panels per run (name -> scalars); a run without validation leaves its last
+    panel empty."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    panels = [t for t in ("loss/pixel", "loss/ssim", "loss/total", "val/psnr") if t in scalars]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, tag in zip(axes[0], panels):
-        x, y = scalars[tag]
-        if tag.startswith("loss/"):
-            ax.plot(x, y, color="0.8", lw=0.6, label="raw")
-            ax.plot(x, smooth(y, k), lw=1.4, label=f"mean of {k}")
-            ax.set_yscale("log")
-            ax.set_xlabel("step")
-            ax.legend(fontsize=7)
-        else:
-            ax.plot(x, y, "o-", lw=1.4)
-            ax.set_xlabel("epoch")
-        ax.set_title({"loss/pixel": "pixel loss (MSE, 0-255)", "loss/ssim": "SSIM loss (1-SSIM)",
-                      "loss/total": "total loss", "val/psnr": "validation PSNR (dB)"}[tag])
-        ax.grid(alpha=0.3)
+    ncols = max(sum(t in scalars for t in PANELS) for scalars in runs.values())
+    fig, axes = plt.subplots(len(runs), ncols, figsize=(4.2 * ncols, 3.4 * len(runs)), squeeze=False)
+    for row, (name, scalars) in zip(axes, runs.items()):
+        for ax in row:
+            ax.set_axis_off()
+        for ax, tag in zip(row, [t for t in PANELS if t in scalars]):
+            ax.set_axis_on()
+            _panel(ax, tag, *scalars[tag], k, name if len(runs) > 1 else "")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _panel(ax, tag: str, x: np.ndarray, y: np.ndarray, k: int, run_name: str) -> None:
+    if tag.startswith("loss/"):
+        ax.plot(x, y, color="0.8", lw=0.6, label="raw")
+        ax.plot(x, smooth(y, k), lw=1.4, label=f"mean of {k}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    else:
+        ax.plot(x, y, "o-", lw=1.4)
+        ax.set_xlabel("epoch")
+    title = {"loss/pixel": "pixel loss (MSE, 0-255)", "loss/ssim": "SSIM loss (1-SSIM)",
+             "loss/total": "total loss", "val/psnr": "validation PSNR (dB)"}[tag]
+    ax.set_title(f"{run_name}: {title}" if run_name else title, fontsize=9 if run_name else None)
+    ax.grid(alpha=0.3)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Plot a training run's loss curves to PNG.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run", help="run folder (with logs/) or its logs/ folder")
-    p.add_argument("--out", help="output PNG; default <run>/loss.png")
+    p.add_argument("run", nargs="+", help="run folder(s) (with logs/) or their logs/ folders; "
+                   "several runs are drawn as rows of one picture")
+    p.add_argument("--out", help="output PNG; default <first run>/loss.png")
     p.add_argument("--smooth", type=int, default=25, help="moving-average window in logged points")
     args = p.parse_args(argv)
-    run = Path(args.run)
-    log_dir = run / "logs" if (run / "logs").is_dir() else run
-    if not list(log_dir.glob("events.out.tfevents.*")):
-        print(f"error: no TensorBoard event files in {log_dir}", file=sys.stderr)
-        return 2
-    scalars = read_scalars(log_dir)
-    if "loss/total" not in scalars:
-        print(f"error: {log_dir} has no loss/total scalars (not a run_train.py run?)", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else (log_dir.parent if log_dir.name == "logs" else log_dir) / "loss.png"
-    plot(scalars, out, args.smooth)
+    runs, first = {}, None
+    for run in map(Path, args.run):
+        log_dir = run / "logs" if (run / "logs").is_dir() else run
+        if not list(log_dir.glob("events.out.tfevents.*")):
+            print(f"error: no TensorBoard event files in {log_dir}", file=sys.stderr)
+            return 2
+        scalars = read_scalars(log_dir)
+        if "loss/total" not in scalars:
+            print(f"error: {log_dir} has no loss/total scalars (not a run_train.py run?)", file=sys.stderr)
+            return 2
+        folder = log_dir.parent if log_dir.name == "logs" else log_dir
+        first = first or folder
+        runs[folder.name if folder.name not in runs else str(folder)] = scalars
+    out = Path(args.out) if args.out else first / "loss.png"
+    plot(runs, out, args.smooth)
     print(out)
     return 0
 

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import RESULTS, SHIPPED_SHA256, SHIPPED_WEIGHTS, TEST_DATA  # noqa: E402
+from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.evaluation import evaluate, mean_row  # noqa: E402
 from utils.fusion import fuse_pairs, prepare_model  # noqa: E402
@@ -53,8 +53,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     out = Path(args.out)
-    expected = SHIPPED_SHA256 if Path(args.weights).resolve() == SHIPPED_WEIGHTS.resolve() else None
-    models = {"ours": prepare_model(load_model(args.weights, expected)[0])}
+    models = {"ours": prepare_model(load_model(args.weights, expected_sha256(args.weights))[0])}
     if args.official:
         models["official"] = prepare_model(load_model(args.official, ssim_weight=args.ssim_weight)[0])
     t0 = time.time()

@@ -71,3 +71,13 @@ def test_shipped_weights_hash_checked(tmp_path):
     tampered.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="SHA-256"):
         load_model(tampered, SHIPPED_SHA256)
+
+
+def test_expected_sha256_only_for_the_shipped_file(tmp_path, monkeypatch):
+    from configs import ROOT, expected_sha256
+    monkeypatch.chdir(ROOT)
+    rel = SHIPPED_WEIGHTS.relative_to(ROOT)
+    assert expected_sha256(rel) == expected_sha256(str(SHIPPED_WEIGHTS)) == SHIPPED_SHA256
+    copy = tmp_path / SHIPPED_WEIGHTS.name  # same name elsewhere: a user's file, not checked
+    copy.write_bytes(SHIPPED_WEIGHTS.read_bytes())
+    assert expected_sha256(copy) is None

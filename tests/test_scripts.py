@@ -22,6 +22,12 @@ def test_loss_plot_from_a_training_run(tmp_path):
     png = tmp_path / "r" / "loss.png"
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     np.testing.assert_allclose(loss.smooth(np.array([1., 2, 3, 4, 5]), 2), [1, 1.5, 2.5, 3.5, 4.5])
+    # Two stages (a run and its --init_from continuation) as two rows of one picture.
+    from PIL import Image
+    both = tmp_path / "both.png"
+    assert loss.main([str(tmp_path / "r"), str(tmp_path / "r" / "logs"), "--out", str(both)]) == 0
+    assert Image.open(both).height > 1.8 * Image.open(png).height
+    assert loss.main([str(tmp_path / "r"), str(tmp_path / "missing")]) == 2
 
 
 def test_loss_plot_without_logs_is_an_error(tmp_path):
