@@ -10,12 +10,20 @@ ROOT = Path(__file__).resolve().parent
 #: The file name carries the first 8 hex digits of its SHA-256; the full hash is checked at load.
 SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_daf2d5f7.pth"
 SHIPPED_SHA256 = "daf2d5f763ab8e122d6dd8a2049f53027e069af0270b9531d63534fe048ca12e"
+#: Every shipped file by lambda -> (file, SHA-256); the paper's other lambdas were trained with
+#: the same recipe (README, "Weights for other λ"). Pass the file to --weights.
+SHIPPED_BY_LAMBDA: dict[int, tuple[Path, str]] = {
+    100: (SHIPPED_WEIGHTS, SHIPPED_SHA256),
+    1000: (ROOT / "weights" / "densefuse_gray_l1000_4eaf2161.pth",
+           "4eaf2161598224f34f35de53d05fc37656e8081d488c8c358fddbb279ca97ff2"),
+}
 
 
 def expected_sha256(weights: str | Path) -> str | None:
-    """The SHA-256 that ``weights`` must have if it is the shipped file, else None: a user's own
+    """The SHA-256 that ``weights`` must have if it is a shipped file, else None: a user's own
     files have no known hash, and the importer identifies the authors' files by content."""
-    return SHIPPED_SHA256 if Path(weights).resolve() == SHIPPED_WEIGHTS.resolve() else None
+    return {path.resolve(): digest for path, digest in SHIPPED_BY_LAMBDA.values()}.get(Path(weights).resolve())
+
 
 #: Bundled licence-clean natural images for the training demo (see data_train_sample/README.md).
 DEMO_TRAIN_IMAGES = ROOT / "data_train_sample"

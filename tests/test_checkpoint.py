@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from configs import SHIPPED_SHA256, SHIPPED_WEIGHTS
+from configs import SHIPPED_BY_LAMBDA, SHIPPED_WEIGHTS
 from models.densefuse import DenseFuse
 from utils.checkpoint import WeightsError, load_model, save_checkpoint, sha256_file
 
@@ -60,24 +60,26 @@ def test_truncated_file(tmp_path):
         load_model(tmp_path / "t.pth")
 
 
-def test_shipped_weights_hash_checked(tmp_path):
-    assert SHIPPED_WEIGHTS.is_file(), "the repository ships its weights"
-    assert sha256_file(SHIPPED_WEIGHTS) == SHIPPED_SHA256
-    assert SHIPPED_WEIGHTS.stem.endswith(SHIPPED_SHA256[:8])
-    model, _ = load_model(SHIPPED_WEIGHTS, SHIPPED_SHA256)
-    tampered = tmp_path / SHIPPED_WEIGHTS.name
-    data = bytearray(SHIPPED_WEIGHTS.read_bytes())
+@pytest.mark.parametrize("lam", sorted(SHIPPED_BY_LAMBDA))
+def test_shipped_weights_hash_checked(tmp_path, lam):
+    path, digest = SHIPPED_BY_LAMBDA[lam]
+    assert path.is_file(), "the repository ships its weights"
+    assert sha256_file(path) == digest
+    assert path.name == f"densefuse_gray_l{lam}_{digest[:8]}.pth"
+    model, _ = load_model(path, digest)
+    tampered = tmp_path / path.name
+    data = bytearray(path.read_bytes())
     data[-100] ^= 1
     tampered.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="SHA-256"):
-        load_model(tampered, SHIPPED_SHA256)
+        load_model(tampered, digest)
 
 
 def test_expected_sha256_only_for_the_shipped_file(tmp_path, monkeypatch):
     from configs import ROOT, expected_sha256
     monkeypatch.chdir(ROOT)
-    rel = SHIPPED_WEIGHTS.relative_to(ROOT)
-    assert expected_sha256(rel) == expected_sha256(str(SHIPPED_WEIGHTS)) == SHIPPED_SHA256
+    for path, digest in SHIPPED_BY_LAMBDA.values():
+        assert expected_sha256(path.relative_to(ROOT)) == expected_sha256(str(path)) == digest
     copy = tmp_path / SHIPPED_WEIGHTS.name  # same name elsewhere: a user's file, not checked
     copy.write_bytes(SHIPPED_WEIGHTS.read_bytes())
     assert expected_sha256(copy) is None
