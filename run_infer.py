@@ -19,7 +19,7 @@ from tqdm import tqdm
 from configs import SSIM_WEIGHTS, FuseConfig, expected_sha256
 from models.fusion import STRATEGIES
 from utils.checkpoint import WeightsError, load_model
-from utils.devices import resolve_device
+from utils.devices import keep_freed_memory, resolve_device
 from utils.evaluation import evaluate, format_table, mean_row
 from utils.fusion import OUTPUT_MODES, fuse_pairs, prepare_model
 from utils.files import check_writable
@@ -166,6 +166,7 @@ def run(args) -> int:
         if pairs and (problem := check_writable(out_dir)):
             raise InferError(problem)
     device = resolve_device(args.device)
+    keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
     model = prepare_model(model, device)
     print(f"weights: {weights} ({info['kind']}); strategy {args.strategy}, output {args.output_mode}, "
           f"device {device}")

@@ -26,7 +26,7 @@ from configs import SSIM_WEIGHTS, TrainConfig
 from models.densefuse import DenseFuse
 from utils.checkpoint import FORMAT, WeightsError, save_checkpoint, torch_load
 from utils.data import NaturalImages, check_readable, epoch_order, list_images
-from utils.devices import resolve_device
+from utils.devices import keep_freed_memory, resolve_device
 from utils.fusion import fuse_images
 from utils.files import check_writable
 from utils.images import ImageReadError, load_image, to_uint8
@@ -262,6 +262,7 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     if problem:
         fail(problem)
     device = resolve_device(cfg.device)
+    keep_freed_memory()  # ~20 % faster CPU steps (utils/devices.py)
     torch.manual_seed(cfg.seed)
     # Channels-last lets oneDNN/cuDNN pick their fastest convolutions (run_scripts/benchmark.py).
     model = DenseFuse().to(device).to(memory_format=torch.channels_last)

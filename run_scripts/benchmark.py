@@ -5,14 +5,15 @@
     python run_scripts/benchmark.py --smoke         # tiny sizes, seconds (used by the tests)
 
 Every figure is the median of --repeats runs after a warm-up. Ratios compare numbers taken in
-this same run, so they hold on a noisy shared machine better than absolute times. FLOPs count
+this same run, so they hold on a noisy shared machine better than absolute times. Each timed
+comparison runs its contestants in fresh processes (see VARIANTS), so that one's allocator
+state cannot help or hurt the other. FLOPs count
 the useful work only: 87,984 multiply-adds per pixel for a fusion (two encoders + decoder),
 not the halo recomputed by tiling.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import statistics
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import TEST_DATA  # noqa: E402
 from models.densefuse import DenseFuse  # noqa: E402
+from utils.devices import keep_freed_memory  # noqa: E402
 from utils.fusion import fuse_gray, postprocess, prepare_model  # noqa: E402
 from utils.images import to_uint8  # noqa: E402
 from utils.losses import DenseFuseLoss  # noqa: E402
@@ -59,82 +61,154 @@ def sync(device):
     return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
 
+#: What each timed comparison runs, each in a fresh process (the allocator setting is
+#: process-wide and cannot be undone): ``naive``, a plain script (NCHW float32 eager loop,
+#: default allocator); ``naive_keep_memory``, the same loop after ``keep_freed_memory()``, to
+#: show what that setting alone gives; ``ours``, the project's path as run_infer.py and
+#: run_train.py run it.
+VARIANTS = ("naive", "naive_keep_memory", "ours")
+
+
+def in_fresh_process(kind: str, **kwargs) -> dict:
+    """Run ``CHILDREN[kind](**kwargs)`` in a new Python process and return its result."""
+    out = subprocess.run([sys.executable, __file__, "--_child", json.dumps({"kind": kind, **kwargs})],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child {kind} {kwargs} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def naive_fuse(model, ir, vis):
     """The reference: plain eager NCHW float32, encode, add, decode, under no_grad."""
     with torch.no_grad():
         return model.decode(model.encode(ir) + model.encode(vis))
 
 
-def bench_fusion(model, device, sizes, repeats, peak, amp: bool):
-    rows = []
-    fast = prepare_model(copy.deepcopy(model), device)
+def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: str) -> dict:
+    """Seconds of one fusion of an h x w random pair by ``variant`` (see VARIANTS), in a fresh
+    process; saves the output to ``out`` (.npy) for the parent to compare. On CUDA, ``ours``
+    also times bf16 autocast and saves that output to ``out`` + ``.amp.npy``."""
+    if variant != "naive":
+        keep_freed_memory()
+    torch.manual_seed(0)  # same weights in every process
+    model = DenseFuse().to(device).eval()
     g = torch.Generator().manual_seed(0)
-    for h, w in sizes:
-        ir_np = torch.rand(h, w, generator=g).numpy()
-        vis_np = torch.rand(h, w, generator=g).numpy()
-        ir = torch.from_numpy(ir_np)[None, None].to(device)
-        vis = torch.from_numpy(vis_np)[None, None].to(device)
-        gflop = 2 * MACS_PER_PIXEL * h * w / 1e9
-        t_naive = timed(lambda: naive_fuse(model, ir, vis), repeats, sync(device))
-        t_ours = timed(lambda: fuse_gray(fast, ir_np, vis_np, "add", device=device), repeats, sync(device))
-        ref = naive_fuse(model, ir, vis)[0, 0].cpu().numpy()
-        ours = fuse_gray(fast, ir_np, vis_np, "add", device=device)
-        same8 = np.mean(to_uint8(postprocess(ref, "minmax")) == to_uint8(postprocess(ours, "minmax")))
-        row = {"size": f"{w}x{h}", "naive_s": t_naive, "ours_s": t_ours,
-               "naive_gflops": gflop / t_naive, "ours_gflops": gflop / t_ours,
-               "naive_pct_peak": 100 * gflop / t_naive / peak, "ours_pct_peak": 100 * gflop / t_ours / peak,
-               "speedup": t_naive / t_ours, "max_abs_diff": float(np.abs(ref - ours).max()),
-               "identical_8bit_pixels_pct": 100 * float(same8)}
-        if amp:
-            def amp_fuse():
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return fuse_gray(fast, ir_np, vis_np, "add", device=device)
-            t_amp = timed(amp_fuse, repeats, sync(device))
-            row.update(amp_bf16_s=t_amp, amp_speedup=t_naive / t_amp,
-                       amp_max_abs_diff=float(np.abs(ref - amp_fuse()).max()),
-                       pairs_per_s=1 / t_ours)
-        rows.append(row)
+    ir_np, vis_np = torch.rand(h, w, generator=g).numpy(), torch.rand(h, w, generator=g).numpy()
+    ir = torch.from_numpy(ir_np)[None, None].to(device)
+    vis = torch.from_numpy(vis_np)[None, None].to(device)
+    fast = prepare_model(model, device) if variant == "ours" else None
+
+    def fuse():
+        if fast is not None:
+            return fuse_gray(fast, ir_np, vis_np, "add", device=device)
+        return naive_fuse(model, ir, vis)
+    row = {"seconds": timed(fuse, repeats, sync(device))}
+    y = fuse()
+    np.save(out, y if variant == "ours" else y[0, 0].cpu().numpy())
+    if variant == "ours" and torch.device(device).type == "cuda":
+        def amp_fuse():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return fuse()
+        row["amp_bf16_s"] = timed(amp_fuse, repeats, sync(device))
+        np.save(out + ".amp.npy", amp_fuse())
+    return row
+
+
+def bench_fusion(device, sizes, repeats, peak):
+    """Per size, one fresh process per variant; outputs compared with the naive loop's."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for h, w in sizes:
+            gflop = 2 * MACS_PER_PIXEL * h * w / 1e9
+            row = {"size": f"{w}x{h}"}
+            for v in VARIANTS:
+                r = in_fresh_process("fusion", variant=v, h=h, w=w, repeats=repeats, device=device,
+                                     out=f"{tmp}/{v}.npy")
+                row[f"{v}_s"] = r["seconds"]
+                row[f"{v}_gflops"] = gflop / r["seconds"]
+                row[f"{v}_pct_peak"] = 100 * gflop / r["seconds"] / peak
+                if "amp_bf16_s" in r:
+                    row["amp_bf16_s"] = r["amp_bf16_s"]
+            ref, ours = np.load(f"{tmp}/naive.npy"), np.load(f"{tmp}/ours.npy")
+            same8 = np.mean(to_uint8(postprocess(ref, "minmax")) == to_uint8(postprocess(ours, "minmax")))
+            row.update(speedup=row["naive_s"] / row["ours_s"],
+                       speedup_vs_naive_keep_memory=row["naive_keep_memory_s"] / row["ours_s"],
+                       max_abs_diff=float(np.abs(ref - ours).max()),
+                       identical_8bit_pixels_pct=100 * float(same8), pairs_per_s=1 / row["ours_s"])
+            if "amp_bf16_s" in row:
+                row.update(amp_speedup=row["naive_s"] / row["amp_bf16_s"],
+                           amp_max_abs_diff=float(np.abs(ref - np.load(f"{tmp}/ours.npy.amp.npy")).max()))
+            rows.append(row)
     return rows
 
 
-def bench_training(device, batches, size, repeats, micro):
-    """Images/s of one optimizer step, naive (NCHW, whole batch) vs the project's step."""
+def training_child(variant: str, batch: int, size: int, repeats: int, micro: int, device: str) -> dict:
+    """Images/s of one optimizer step of ``variant`` (see VARIANTS; ``ours`` is what
+    run_train.py does: channels-last, micro-batches). ``ours`` also times the step's
+    convolutions alone (forward and backward of every layer at the micro-batch's shape): the
+    ceiling for any step built on these direct convolutions."""
     import run_train
+    if variant != "naive":
+        keep_freed_memory()
+    x = torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    crit = DenseFuseLoss(100)
+    torch.manual_seed(0)  # same initial weights in every process
+    model = DenseFuse().to(device)
+    if variant == "ours":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        micro = micro or (2 if torch.device(device).type == "cpu" else batch)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    losses = []
+
+    def step():
+        if variant == "ours":
+            losses.append(run_train.train_step(model, crit, opt, x, micro)[0])
+        else:
+            opt.zero_grad()
+            total = crit(model(x), x)[0]
+            total.backward()
+            losses.append(total.item())
+        opt.step()
+
+    step()
+    first = losses[0]
+    row = {"variant": variant, "img_s": batch / timed(step, repeats, sync(device)), "first_loss": first}
+    if variant == "ours":
+        row["micro_batch"] = micro
+        row["convs_only_img_s"] = batch / (batch / micro * convs_seconds(model, micro, size, repeats, device))
+    return row
+
+
+def convs_seconds(model, n: int, size: int, repeats: int, device: str) -> float:
+    """Seconds for the forward and backward passes of every convolution of ``model`` alone on
+    (n, C, size, size) channels-last inputs; the first layer needs no gradient for its input."""
+    total = 0.0
+    for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+        x = torch.rand(n, conv.in_channels, size + 2, size + 2, device=device)
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_(conv.in_channels > 1)
+        g = torch.rand(n, conv.out_channels, size, size, device=device).contiguous(
+            memory_format=torch.channels_last)
+        wrt = [conv.weight, conv.bias] + ([x] if x.requires_grad else [])
+        total += timed(lambda conv=conv, x=x, wrt=wrt, g=g: torch.autograd.grad(conv(x), wrt, g),
+                       repeats, sync(device))
+    return total
+
+
+def bench_training(device, batches, size, repeats, micro):
+    """One fresh process per (batch, variant); see ``training_child``."""
     rows = []
     for bs in batches:
-        g = torch.Generator().manual_seed(0)
-        x = torch.rand(bs, 1, size, size, generator=g).to(device)
-        crit = DenseFuseLoss(100)
-        torch.manual_seed(0)
-        naive = DenseFuse().to(device)
-        opt_n = torch.optim.Adam(naive.parameters(), 1e-4)
-        ours = copy.deepcopy(naive).to(memory_format=torch.channels_last)
-        opt_o = torch.optim.Adam(ours.parameters(), 1e-4)
-        losses = {}
-
-        def naive_step():
-            opt_n.zero_grad()
-            total = crit(naive(x), x)[0]
-            total.backward()
-            opt_n.step()
-            losses["naive"] = total.item()
-
-        xc = x.contiguous(memory_format=torch.channels_last)
-        mb = micro or (2 if torch.device(device).type == "cpu" else bs)
-
-        def our_step():
-            losses["ours"] = run_train.train_step(ours, crit, opt_o, xc, mb)[0]
-            opt_o.step()
-
-        # Same starting weights, same data: the first-step losses must agree.
-        naive_step()
-        our_step()
-        first = dict(losses)
-        t_n = timed(naive_step, repeats, sync(device))
-        t_o = timed(our_step, repeats, sync(device))
-        rows.append({"batch": bs, "size": size, "micro_batch": mb, "naive_img_s": bs / t_n,
-                     "ours_img_s": bs / t_o, "speedup": t_n / t_o,
-                     "first_loss_naive": first["naive"], "first_loss_ours": first["ours"]})
+        row = {"batch": bs, "size": size}
+        for variant in VARIANTS:
+            r = in_fresh_process("training", variant=variant, batch=bs, size=size, repeats=repeats,
+                                 micro=micro, device=device)
+            row[f"{variant}_img_s"] = r["img_s"]
+            row[f"first_loss_{variant}"] = r["first_loss"]
+            row.update({k: r[k] for k in ("micro_batch", "convs_only_img_s") if k in r})
+        row["speedup"] = row["ours_img_s"] / row["naive_img_s"]
+        row["speedup_vs_naive_keep_memory"] = row["ours_img_s"] / row["naive_keep_memory_img_s"]
+        rows.append(row)
     return rows
 
 
@@ -147,8 +221,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # non-Linux fallback
 
 
-def memory_child(mode: str, h: int, w: int, device: str) -> None:
-    """Run in a fresh process: fuse one h x w pair; print peak RSS (and CUDA max allocated), MiB."""
+def memory_child(mode: str, h: int, w: int, device: str) -> dict:
+    """Run in a fresh process: fuse one h x w pair as run_infer.py would; print peak RSS (and
+    CUDA max allocated), MiB."""
+    keep_freed_memory()
     torch.manual_seed(0)
     model = prepare_model(DenseFuse(), device)
     rng = np.random.default_rng(0)
@@ -158,18 +234,16 @@ def memory_child(mode: str, h: int, w: int, device: str) -> None:
     row = {"mode": mode, "peak_rss_mib": peak_rss_mib(), "seconds": time.perf_counter() - t}
     if device == "cuda":
         row["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    print(json.dumps(row))
+    return row
 
 
 def bench_memory(h, w, try_untiled: bool, device: str):
     rows = []
     for mode in ("tiled", "untiled") if try_untiled else ("tiled",):
-        out = subprocess.run([sys.executable, __file__, "--_memory_child", mode, str(h), str(w), device],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            rows.append({"mode": mode, "error": out.stderr.strip().splitlines()[-1:]})
-        else:
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        try:
+            rows.append(in_fresh_process("memory", mode=mode, h=h, w=w, device=device))
+        except RuntimeError as e:  # untiled may run out of memory
+            rows.append({"mode": mode, "error": str(e).strip().splitlines()[-1:]})
     return rows
 
 
@@ -202,19 +276,18 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[], choices=["fusion", "infer", "training", "memory"],
                    help="parts to leave out")
-    p.add_argument("--_memory_child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--_child", help=argparse.SUPPRESS)  # JSON {"kind": ..., **kwargs}
     args = p.parse_args(argv)
-    if args._memory_child:
-        mode, h, w, device = args._memory_child
-        memory_child(mode, int(h), int(w), device)
+    if args._child:
+        kwargs = json.loads(args._child)
+        print(json.dumps(CHILDREN[kwargs.pop("kind")](**kwargs)))
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     dev = args.device
     reps = 1 if args.smoke else args.repeats
-    torch.manual_seed(0)
-    model = DenseFuse().to(dev).eval()
+    keep_freed_memory()  # as run_infer.py does, for the end-to-end section
     res = {"device": torch.cuda.get_device_name() if dev == "cuda" else f"cpu, {torch.get_num_threads()} threads",
            "torch": torch.__version__}
     res["matmul_peak_gflops"] = matmul_peak(dev, reps, 256 if args.smoke else (8192 if dev == "cuda" else 2048))
@@ -222,12 +295,13 @@ def main(argv=None) -> int:
     print(f"device: {res['device']}; fp32 matmul peak {peak:.0f} GFLOP/s")
     if "fusion" not in args.skip:
         sizes = [(24, 32), (40, 36)] if args.smoke else [(576, 768), (768, 1024)]
-        res["fusion"] = bench_fusion(model, dev, sizes, reps, peak, amp=dev == "cuda")
-        print("\nfusion (add), seconds | GFLOP/s | % of peak")
+        res["fusion"] = bench_fusion(dev, sizes, reps, peak)
+        print("\nfusion (add), seconds | GFLOP/s | % of peak (fresh process each)")
         for r in res["fusion"]:
             print(f"  {r['size']:>9}: naive {r['naive_s']:.3f} s | {r['naive_gflops']:.0f} | "
-                  f"{r['naive_pct_peak']:.0f}%   ours {r['ours_s']:.3f} s | {r['ours_gflops']:.0f} | "
-                  f"{r['ours_pct_peak']:.0f}%   speed-up x{r['speedup']:.2f}   max|diff| "
+                  f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_s']:.3f} s   "
+                  f"ours {r['ours_s']:.3f} s | {r['ours_gflops']:.0f} | {r['ours_pct_peak']:.0f}%   "
+                  f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   max|diff| "
                   f"{r['max_abs_diff']:.1e}, identical 8-bit pixels {r['identical_8bit_pixels_pct']:.3f}%"
                   + (f"   bf16 autocast x{r['amp_speedup']:.2f}, {r['pairs_per_s']:.1f} pairs/s"
                      if "amp_speedup" in r else ""))
@@ -244,13 +318,16 @@ def main(argv=None) -> int:
         print(f"\nrun_infer.py end to end on {res['infer']['set']}: {res['infer']['pairs']} pairs in "
               f"{res['infer']['seconds']:.1f} s = {res['infer']['pairs_per_s']:.2f} pairs/s")
     if "training" not in args.skip:
-        res["training"] = bench_training(dev, [2, 4] if args.smoke else [2, 16],
+        res["training"] = bench_training(dev, [2] if args.smoke else [2, 16],
                                          16 if args.smoke else 256, reps, 0)
-        print("\ntraining step, images/s")
+        print("\ntraining step, images/s (fresh process each)")
         for r in res["training"]:
-            print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f}, ours "
-                  f"{r['ours_img_s']:.2f} (micro-batch {r['micro_batch']}), x{r['speedup']:.2f}; first-step "
-                  f"loss {r['first_loss_naive']:.6f} vs {r['first_loss_ours']:.6f}")
+            print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f}, "
+                  f"naive + keep_freed_memory {r['naive_keep_memory_img_s']:.2f}, ours {r['ours_img_s']:.2f} "
+                  f"(micro-batch {r['micro_batch']}): x{r['speedup']:.2f} "
+                  f"(x{r['speedup_vs_naive_keep_memory']:.2f} vs the second); convolutions alone "
+                  f"{r['convs_only_img_s']:.2f}; first-step loss {r['first_loss_naive']:.6f} / "
+                  f"{r['first_loss_naive_keep_memory']:.6f} / {r['first_loss_ours']:.6f}")
     if "memory" not in args.skip:
         h, w = (64, 96) if args.smoke else (2160, 3840)
         try_untiled = args.smoke or available_mib() > 16_000
@@ -266,6 +343,9 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0
+
+
+CHILDREN = {"fusion": fusion_child, "training": training_child, "memory": memory_child}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,14 @@
-"""Device selection."""
+"""Device selection and process-wide speed settings."""
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
+
+#: glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 << 20
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -16,3 +23,28 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {name} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed tensor memory for reuse instead of returning it to the kernel.
+
+    Why: a training step, or a tiled fusion, allocates and frees the same multi-megabyte
+    activations over and over. By default glibc serves large blocks with fresh ``mmap`` calls
+    (unmapped again on free) and trims the top of its heap, so each step page-faults its
+    activations back in and the kernel zeroes every page. On the 2-core development machine
+    that was ~75,000 faults per batch-2 training step at 256x256 (a fifth of the step) and
+    ~230,000 per 1024x768 fusion (0.97 s -> 0.70 s with this setting).
+    This raises the mmap threshold to glibc's ceiling (32 MiB; larger blocks still use mmap)
+    and turns trimming off. It is the in-process, dependency-free counterpart of preloading
+    jemalloc or tcmalloc, which PyTorch's CPU performance guides recommend for the same reason.
+    Cost: the process keeps its peak heap until it exits, which suits a training run.
+    Returns False, changing nothing, where the C library is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another C library: no such knobs
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
