@@ -3,8 +3,10 @@
     python run_scripts/export_weights.py runs/<run>/checkpoints/best.pt --update_configs
 
 Writes ``weights/<name>_<sha8>.pth``: the model's fp32 state_dict only (about 300 KB), named
-with the first 8 hex digits of its SHA-256. ``--update_configs`` points configs.py's
-SHIPPED_WEIGHTS/SHIPPED_SHA256 at it (the full hash is checked whenever it is loaded).
+with the first 8 hex digits of its SHA-256; the name defaults to ``densefuse_gray_l<lambda>``
+from the checkpoint's own config. ``--update_configs`` points configs.py's default weights
+(SHIPPED_WEIGHTS/SHIPPED_SHA256, lambda = 100) at it, and refuses any other lambda; the full
+hash is checked whenever the file is loaded.
 """
 from __future__ import annotations
 
@@ -20,10 +22,21 @@ from utils.checkpoint import (FORMAT, WeightsError, atomic_torch_save, model_fro
                               sha256_file, torch_load)
 
 
-def export(checkpoint: Path, out_dir: Path, name: str) -> tuple[Path, str]:
+def load_run_checkpoint(checkpoint: Path) -> dict:
     obj = torch_load(checkpoint)
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise WeightsError(f"{checkpoint}: not a run_train.py checkpoint")
+    return obj
+
+
+def checkpoint_lambda(checkpoint: Path) -> int | None:
+    """The SSIM weight the checkpoint was trained with, or None if its config does not say."""
+    weight = load_run_checkpoint(checkpoint).get("config", {}).get("ssim_weight")
+    return None if weight is None else int(weight)
+
+
+def export(checkpoint: Path, out_dir: Path, name: str) -> tuple[Path, str]:
+    obj = load_run_checkpoint(checkpoint)
     state = model_from_state(obj["model"], str(checkpoint)).state_dict()
     tmp = out_dir / f".{name}.export.pth"
     atomic_torch_save({k: v.float().contiguous() for k, v in state.items()}, tmp)
@@ -47,12 +60,19 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="a run_train.py checkpoint (.pt)")
     p.add_argument("--out_dir", default=str(ROOT / "weights"), help="where to write the file")
-    p.add_argument("--name", default="densefuse_gray_l100", help="file name prefix")
+    p.add_argument("--name", help="file name prefix (default: densefuse_gray_l<lambda of the checkpoint>)")
     p.add_argument("--update_configs", action="store_true",
-                   help="make configs.py ship the exported file")
+                   help="make the exported file configs.py's default weights (lambda = 100 only)")
     args = p.parse_args(argv)
     try:
-        path, digest = export(Path(args.checkpoint), Path(args.out_dir), args.name)
+        lam = checkpoint_lambda(Path(args.checkpoint))
+        if args.update_configs and lam != 100:
+            print(f"error: --update_configs sets the default (lambda = 100) weights, but "
+                  f"{args.checkpoint} was trained with lambda = {lam}; export without it and add the "
+                  f"file to configs.SHIPPED_BY_LAMBDA", file=sys.stderr)
+            return 2
+        name = args.name or f"densefuse_gray_l{lam if lam is not None else 'unknown'}"
+        path, digest = export(Path(args.checkpoint), Path(args.out_dir), name)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

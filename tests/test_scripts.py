@@ -49,6 +49,23 @@ def test_export_weights_names_file_by_hash(tmp_path):
     load_model(path, digest)
 
 
+def test_export_weights_names_by_lambda_and_guards_the_default(tmp_path):
+    import torch
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    import export_weights
+    from models.densefuse import DenseFuse
+    from utils.checkpoint import save_checkpoint
+    configs_text = (ROOT / "configs.py").read_text()
+    save_checkpoint(tmp_path / "c.pt", DenseFuse(), {"ssim_weight": 10}, 1, 1,
+                    torch.optim.Adam(DenseFuse().parameters()))
+    # A lambda = 10 run must not replace the lambda = 100 default, and nothing is written.
+    assert export_weights.main([str(tmp_path / "c.pt"), "--out_dir", str(tmp_path), "--update_configs"]) == 2
+    assert (ROOT / "configs.py").read_text() == configs_text
+    assert not list(tmp_path.glob("*.pth"))
+    assert export_weights.main([str(tmp_path / "c.pt"), "--out_dir", str(tmp_path)]) == 0
+    assert [p.name[:-len("_12345678.pth")] for p in tmp_path.glob("*.pth")] == ["densefuse_gray_l10"]
+
+
 @pytest.mark.parametrize("script", ["run_train.py", "run_infer.py"])
 def test_help_runs_as_a_script(script):
     out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True,
