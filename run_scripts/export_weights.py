@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="a run_train.py checkpoint (.pt)")
     p.add_argument("--out_dir", default=str(ROOT / "weights"), help="where to write the file")
-    p.add_argument("--name", help="file name prefix (default: densefuse_gray_l<lambda of the checkpoint>)")
+    p.add_argument("--name", help="file name prefix; None means densefuse_gray_l<lambda of the checkpoint>")
     p.add_argument("--update_configs", action="store_true",
                    help="make the exported file configs.py's default weights (lambda = 100 only)")
     args = p.parse_args(argv)
