@@ -168,6 +168,11 @@ def build_optimizer(model: torch.nn.Module, lr: float, pixel_range: float) -> to
                              {"params": biases, "lr": lr / pixel_range, "eps": 1e-8 * pixel_range}])
 
 
+def default_micro_batch(device: torch.device | str, batch_size: int) -> int:
+    """2 on a CPU, where larger batches fall out of cache (README, Performance); else the batch."""
+    return 2 if torch.device(device).type == "cpu" else batch_size
+
+
 def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int) -> tuple[float, float, float]:
     """Gradients of the batch's mean loss, accumulated over micro-batches of ``micro`` images
     (each weighted by its share of the batch, so loss and gradients equal the whole batch's up
@@ -291,7 +296,7 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
 
     dataset = NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed, tuple(cfg.zoom))
     epoch_size = cfg.epoch_size or len(paths)
-    micro = cfg.micro_batch or (2 if device.type == "cpu" else cfg.batch_size)
+    micro = cfg.micro_batch or default_micro_batch(device, cfg.batch_size)
     steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)
     val_pairs = load_validation(cfg.val_path)
 

@@ -157,7 +157,7 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
     if variant == "ours":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-        micro = micro or (2 if torch.device(device).type == "cpu" else batch)
+        micro = micro or run_train.default_micro_batch(device, batch)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     losses = []
 
