@@ -29,14 +29,15 @@ def load_run_checkpoint(checkpoint: Path) -> dict:
     return obj
 
 
-def checkpoint_lambda(checkpoint: Path) -> int | None:
-    """The SSIM weight the checkpoint was trained with, or None if its config does not say."""
-    weight = load_run_checkpoint(checkpoint).get("config", {}).get("ssim_weight")
+def checkpoint_lambda(obj: dict) -> int | None:
+    """The SSIM weight a loaded checkpoint was trained with, or None if its config does not say."""
+    weight = obj.get("config", {}).get("ssim_weight")
     return None if weight is None else int(weight)
 
 
-def export(checkpoint: Path, out_dir: Path, name: str) -> tuple[Path, str]:
-    obj = load_run_checkpoint(checkpoint)
+def export(checkpoint: Path, out_dir: Path, name: str, obj: dict | None = None) -> tuple[Path, str]:
+    """``obj``: the checkpoint already loaded, if the caller has it."""
+    obj = obj if obj is not None else load_run_checkpoint(checkpoint)
     state = model_from_state(obj["model"], str(checkpoint)).state_dict()
     tmp = out_dir / f".{name}.export.pth"
     atomic_torch_save({k: v.float().contiguous() for k, v in state.items()}, tmp)
@@ -65,14 +66,15 @@ def main(argv=None) -> int:
                    help="make the exported file configs.py's default weights (lambda = 100 only)")
     args = p.parse_args(argv)
     try:
-        lam = checkpoint_lambda(Path(args.checkpoint))
+        obj = load_run_checkpoint(Path(args.checkpoint))
+        lam = checkpoint_lambda(obj)
         if args.update_configs and lam != 100:
             print(f"error: --update_configs sets the default (lambda = 100) weights, but "
                   f"{args.checkpoint} was trained with lambda = {lam}; export without it and add the "
                   f"file to configs.SHIPPED_BY_LAMBDA", file=sys.stderr)
             return 2
         name = args.name or f"densefuse_gray_l{lam if lam is not None else 'unknown'}"
-        path, digest = export(Path(args.checkpoint), Path(args.out_dir), name)
+        path, digest = export(Path(args.checkpoint), Path(args.out_dir), name, obj)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
