@@ -36,6 +36,10 @@ from utils.images import to_uint8  # noqa: E402
 from utils.losses import DenseFuseLoss  # noqa: E402
 
 MACS_PER_PIXEL = 87_984
+#: Multiply-adds per pixel of one training image: the forward pass (encoder + decoder, 74,016),
+#: the weight gradients (as many) and the input gradients of every layer but the first (which
+#: has no input gradient: 9 x 1 x 16 fewer). tests/test_speed_paths.py derives both from the model.
+TRAIN_MACS_PER_PIXEL = 3 * 74_016 - 144
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> float:
@@ -149,7 +153,7 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
     ceiling for any step built on these direct convolutions."""
     import run_train
     if variant != "naive":
-        keep_freed_memory()
+        keep_freed_memory(large_blocks=True)  # as run_train.py does
     x = torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     crit = DenseFuseLoss(100)
     torch.manual_seed(0)  # same initial weights in every process
@@ -195,8 +199,10 @@ def convs_seconds(model, n: int, size: int, repeats: int, device: str) -> float:
     return total
 
 
-def bench_training(device, batches, size, repeats, micro):
-    """One fresh process per (batch, variant); see ``training_child``."""
+def bench_training(device, batches, size, repeats, micro, peak):
+    """One fresh process per (batch, variant); see ``training_child``. ``*_pct_peak``: useful
+    FLOPs (TRAIN_MACS_PER_PIXEL) per second as a share of the matmul peak."""
+    gflop_per_image = 2 * TRAIN_MACS_PER_PIXEL * size * size / 1e9
     rows = []
     for bs in batches:
         row = {"batch": bs, "size": size}
@@ -206,6 +212,8 @@ def bench_training(device, batches, size, repeats, micro):
             row[f"{variant}_img_s"] = r["img_s"]
             row[f"first_loss_{variant}"] = r["first_loss"]
             row.update({k: r[k] for k in ("micro_batch", "convs_only_img_s") if k in r})
+        for k in ("naive", "naive_keep_memory", "ours", "convs_only"):
+            row[f"{k}_pct_peak"] = 100 * row[f"{k}_img_s"] * gflop_per_image / peak
         row["speedup"] = row["ours_img_s"] / row["naive_img_s"]
         row["speedup_vs_naive_keep_memory"] = row["ours_img_s"] / row["naive_keep_memory_img_s"]
         rows.append(row)
@@ -319,15 +327,16 @@ def main(argv=None) -> int:
               f"{res['infer']['seconds']:.1f} s = {res['infer']['pairs_per_s']:.2f} pairs/s")
     if "training" not in args.skip:
         res["training"] = bench_training(dev, [2] if args.smoke else [2, 16],
-                                         16 if args.smoke else 256, reps, 0)
-        print("\ntraining step, images/s (fresh process each)")
+                                         16 if args.smoke else 256, reps, 0, peak)
+        print("\ntraining step, images/s | % of peak (fresh process each)")
         for r in res["training"]:
-            print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f}, "
-                  f"naive + keep_freed_memory {r['naive_keep_memory_img_s']:.2f}, ours {r['ours_img_s']:.2f} "
-                  f"(micro-batch {r['micro_batch']}): x{r['speedup']:.2f} "
-                  f"(x{r['speedup_vs_naive_keep_memory']:.2f} vs the second); convolutions alone "
-                  f"{r['convs_only_img_s']:.2f}; first-step loss {r['first_loss_naive']:.6f} / "
-                  f"{r['first_loss_naive_keep_memory']:.6f} / {r['first_loss_ours']:.6f}")
+            print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f} | "
+                  f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_img_s']:.2f}   "
+                  f"ours {r['ours_img_s']:.2f} | {r['ours_pct_peak']:.0f}% (micro-batch {r['micro_batch']})   "
+                  f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   "
+                  f"convolutions alone {r['convs_only_img_s']:.2f} | {r['convs_only_pct_peak']:.0f}%   "
+                  f"first-step loss {r['first_loss_naive']:.6f} / {r['first_loss_naive_keep_memory']:.6f} / "
+                  f"{r['first_loss_ours']:.6f}")
     if "memory" not in args.skip:
         h, w = (64, 96) if args.smoke else (2160, 3840)
         try_untiled = args.smoke or available_mib() > 16_000

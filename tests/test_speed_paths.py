@@ -65,8 +65,27 @@ def test_benchmark_smoke(tmp_path):
     assert t["first_loss_naive"] == pytest.approx(t["first_loss_ours"], rel=1e-5)
     assert t["first_loss_naive"] == t["first_loss_naive_keep_memory"]
     assert t["naive_img_s"] > 0 and t["ours_img_s"] > 0 and t["convs_only_img_s"] > 0
+    assert t["ours_pct_peak"] == pytest.approx(
+        100 * t["ours_img_s"] * 2 * benchmark.TRAIN_MACS_PER_PIXEL * 16 * 16 / 1e9 / res["matmul_peak_gflops"])
     assert res["infer"]["pairs"] == 2
     assert all("peak_rss_mib" in r for r in res["memory"])
+
+
+
+def test_benchmark_flop_counts_match_pytorchs_counter():
+    """The per-pixel multiply-add counts behind the benchmark's GFLOP/s and % of peak, checked
+    against torch.utils.flop_counter on the model itself (a fusion; a training forward+backward
+    whose input needs no gradient)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    import benchmark
+    model, x = DenseFuse(), torch.rand(1, 1, 20, 30)
+    with FlopCounterMode(display=False) as fusion:
+        benchmark.naive_fuse(model, x, x)
+    with FlopCounterMode(display=False) as training:
+        model(x).sum().backward()
+    assert fusion.get_total_flops() == 2 * benchmark.MACS_PER_PIXEL * 20 * 30
+    assert training.get_total_flops() == 2 * benchmark.TRAIN_MACS_PER_PIXEL * 20 * 30
 
 
 FAULTS_CHILD = """
@@ -74,26 +93,40 @@ import resource, sys
 sys.path.insert(0, {root!r})
 import torch
 from utils.devices import keep_freed_memory
-assert keep_freed_memory()
-def churn(rounds):  # allocate, touch and free 160 MiB of 4 MiB tensors, like a training step
+assert keep_freed_memory(large_blocks={large})
+def churn(rounds):  # allocate, touch and free 160 MiB, like a training step
     for _ in range(rounds):
-        ts = [torch.ones(1 << 20) for _ in range(40)]
+        ts = [torch.ones({numel}) for _ in range({count})]
         del ts
-churn(2)
+churn(5)  # glibc settles after a few rounds (aligned blocks fragment at first)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 churn(3)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+def churn_faults(block_mib: int, large_blocks: bool) -> float:
+    """Page faults while re-allocating 3 x 160 MiB in blocks of ``block_mib``, as a fraction of
+    the pages touched; in a fresh process (the setting is process-wide and cannot be undone)."""
+    import subprocess
+    code = FAULTS_CHILD.format(root=str(ROOT), large=large_blocks, numel=block_mib << 18,
+                               count=160 // block_mib)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / (3 * 160 * 2 ** 20 // 4096)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_freed_memory_stops_page_faults():
-    """After the setting, re-allocating freed memory does not page-fault it back in: fewer than
-    5 % of the 3 x 160 MiB churned pages fault. (Default glibc usually unmaps or trims them and
+    """After the setting, re-allocating freed 4 MiB blocks does not page-fault them back in:
+    fewer than 5 % of the churned pages fault. (Default glibc usually unmaps or trims them and
     faults nearly all back in, but not always, depending on its dynamic thresholds, so that
-    side is not asserted.) Fresh process: the setting is process-wide and cannot be undone."""
-    import subprocess
-    out = subprocess.run([sys.executable, "-c", FAULTS_CHILD.format(root=str(ROOT))],
-                         capture_output=True, text=True, check=True)
-    pages = 3 * 160 * 2 ** 20 // 4096
-    assert int(out.stdout.split()[-1]) < 0.05 * pages
+    side is not asserted.)"""
+    assert churn_faults(4, large_blocks=False) < 0.05
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_large_blocks():
+    """Blocks over the 32 MiB mmap threshold (here 40 MiB) are unmapped on free and fault back
+    in every time, unless ``large_blocks`` keeps them too."""
+    assert churn_faults(40, large_blocks=False) > 0.9
+    assert churn_faults(40, large_blocks=True) < 0.05
