@@ -67,8 +67,9 @@ def sync(device):
 
 #: What each timed comparison runs, each in a fresh process (the allocator setting is
 #: process-wide and cannot be undone): ``naive``, a plain script (NCHW float32 eager loop,
-#: default allocator); ``naive_keep_memory``, the same loop after ``keep_freed_memory()``, to
-#: show what that setting alone gives; ``ours``, the project's path as run_infer.py and
+#: default allocator); ``naive_keep_memory``, the same loop after the allocator setting that
+#: run_infer.py / run_train.py use (``keep_freed_memory()``, with ``large_blocks`` for
+#: training), to show what that setting alone gives; ``ours``, the project's path as run_infer.py and
 #: run_train.py run it.
 VARIANTS = ("naive", "naive_keep_memory", "ours")
 
