@@ -13,6 +13,8 @@ SHIPPED_SHA256 = "daf2d5f763ab8e122d6dd8a2049f53027e069af0270b9531d63534fe048ca1
 #: Every shipped file by lambda -> (file, SHA-256); the paper's other lambdas were trained with
 #: the same recipe (README, "Weights for other λ"). Pass the file to --weights.
 SHIPPED_BY_LAMBDA: dict[int, tuple[Path, str]] = {
+    1: (ROOT / "weights" / "densefuse_gray_l1_abc014aa.pth",
+        "abc014aa51ba5b8321c5deb76daab11c75132d7f42e860be92c43153b69bc70c"),
     10: (ROOT / "weights" / "densefuse_gray_l10_7987a6fa.pth",
          "7987a6fafbaedac54d2b45efe044ca6d0857686e741c99e6218370cce7dc7d80"),
     100: (SHIPPED_WEIGHTS, SHIPPED_SHA256),

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_path", default=d.output_path,
                    help="results folder; sets go to <output_path>/<Set>_fusion/")
     p.add_argument("--weights", default=d.weights,
-                   help="weights: a shipped file (weights/ holds lambda = 10, 100 and 1000; the "
+                   help="weights: a shipped file (weights/ holds lambda = 1, 10, 100 and 1000; the "
                         "default is 100), a run_train.py checkpoint, or the official "
                         "DenseFuse release (TF checkpoint/zip or the PyTorch .model)")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
