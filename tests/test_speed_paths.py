@@ -11,6 +11,9 @@ from tests.conftest import ROOT
 from utils.fusion import fuse_gray, prepare_model
 from utils.losses import DenseFuseLoss
 
+sys.path.insert(0, str(ROOT / "run_scripts"))
+import benchmark  # noqa: E402
+
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_fast_path_equals_naive_eager_loop(strategy):
@@ -51,9 +54,7 @@ def test_micro_batched_step_equals_whole_batch_step():
 
 
 def test_benchmark_smoke(tmp_path):
-    sys.path.insert(0, str(ROOT / "run_scripts"))
     import json
-    import benchmark
     out = tmp_path / "b.json"
     assert benchmark.main(["--smoke", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
@@ -71,14 +72,11 @@ def test_benchmark_smoke(tmp_path):
     assert all("peak_rss_mib" in r for r in res["memory"])
 
 
-
 def test_benchmark_flop_counts_match_pytorchs_counter():
     """The per-pixel multiply-add counts behind the benchmark's GFLOP/s and % of peak, checked
     against torch.utils.flop_counter on the model itself (a fusion; a training forward+backward
     whose input needs no gradient)."""
     from torch.utils.flop_counter import FlopCounterMode
-    sys.path.insert(0, str(ROOT / "run_scripts"))
-    import benchmark
     model, x = DenseFuse(), torch.rand(1, 1, 20, 30)
     with FlopCounterMode(display=False) as fusion:
         benchmark.naive_fuse(model, x, x)
