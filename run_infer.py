@@ -21,8 +21,8 @@ from models.fusion import STRATEGIES
 from utils.checkpoint import WeightsError, load_model
 from utils.devices import keep_freed_memory, resolve_device
 from utils.evaluation import evaluate, format_table, mean_row
-from utils.fusion import OUTPUT_MODES, fuse_pairs, prepare_model
 from utils.files import check_writable
+from utils.fusion import OUTPUT_MODES, fuse_pairs, prepare_model
 from utils.images import ImageReadError, load_image
 from utils.pairs import FLAT_PATTERN, Pair, PairError, find_pairs, find_sets
 

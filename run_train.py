@@ -27,8 +27,8 @@ from models.densefuse import DenseFuse
 from utils.checkpoint import FORMAT, WeightsError, save_checkpoint, torch_load
 from utils.data import NaturalImages, check_readable, epoch_order, list_images
 from utils.devices import keep_freed_memory, resolve_device
-from utils.fusion import fuse_images
 from utils.files import check_writable
+from utils.fusion import fuse_images
 from utils.images import ImageReadError, load_image, to_uint8
 from utils.losses import DenseFuseLoss
 from utils.pairs import PairError, find_pairs

@@ -2,4 +2,4 @@
 from models.densefuse import DenseFuse
 from models.fusion import STRATEGIES, get_strategy
 
-__all__ = ["DenseFuse", "STRATEGIES", "get_strategy"]
+__all__ = ["STRATEGIES", "DenseFuse", "get_strategy"]

@@ -15,8 +15,8 @@ Inputs are expected in [0, 1] (the official releases use 0-255 gray levels; the 
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class ConvLayer(nn.Module):

@@ -4,8 +4,8 @@ Paper Sec. III-C. ``STRATEGIES`` maps the names accepted by ``--strategy`` to fu
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import TEST_DATA  # noqa: E402
-from models.densefuse import DenseFuse  # noqa: E402
-from utils.devices import keep_freed_memory  # noqa: E402
-from utils.fusion import fuse_gray, postprocess, prepare_model  # noqa: E402
-from utils.images import to_uint8  # noqa: E402
-from utils.losses import DenseFuseLoss  # noqa: E402
+from configs import TEST_DATA
+from models.densefuse import DenseFuse
+from utils.devices import keep_freed_memory
+from utils.fusion import fuse_gray, postprocess, prepare_model
+from utils.images import to_uint8
+from utils.losses import DenseFuseLoss
 
 MACS_PER_PIXEL = 87_984
 #: Multiply-adds per pixel of one training image: the forward pass (encoder + decoder, 74,016),

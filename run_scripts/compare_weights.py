@@ -25,14 +25,15 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
-from utils.evaluation import evaluate, mean_row  # noqa: E402
-from utils.fusion import fuse_pairs, prepare_model  # noqa: E402
-from utils.images import load_image  # noqa: E402
-from utils.metrics import STANDARD  # noqa: E402
-from utils.pairs import find_pairs  # noqa: E402
-from figures import montage  # noqa: E402
+from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
+from utils.checkpoint import load_model
+from utils.evaluation import evaluate, mean_row
+from utils.fusion import fuse_pairs, prepare_model
+from utils.images import load_image
+from utils.metrics import STANDARD
+from utils.pairs import find_pairs
+
+from figures import montage
 
 SETTINGS = [("add", "minmax"), ("mean", "clip"), ("l1_norm", "clip")]
 #: Metrics where lower is better (none in the standard profile; listed for clarity).

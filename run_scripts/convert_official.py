@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import SSIM_WEIGHTS  # noqa: E402
-from utils.checkpoint import WeightsError, load_model, save_checkpoint  # noqa: E402
+from configs import SSIM_WEIGHTS
+from utils.checkpoint import WeightsError, load_model, save_checkpoint
 
 
 def main(argv=None) -> int:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import ROOT  # noqa: E402
-from utils.checkpoint import (FORMAT, WeightsError, atomic_torch_save, model_from_state,  # noqa: E402
-                              sha256_file, torch_load)
+from configs import ROOT
+from utils.checkpoint import FORMAT, WeightsError, atomic_torch_save, model_from_state, sha256_file, torch_load
 
 
 def load_run_checkpoint(checkpoint: Path) -> dict:

@@ -16,11 +16,11 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
-from utils.fusion import fuse_images, prepare_model  # noqa: E402
-from utils.images import load_image  # noqa: E402
-from utils.pairs import find_pairs  # noqa: E402
+from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
+from utils.checkpoint import load_model
+from utils.fusion import fuse_images, prepare_model
+from utils.images import load_image
+from utils.pairs import find_pairs
 
 
 def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height: int = 220) -> None:
@@ -37,7 +37,7 @@ def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height:
     canvas = Image.new("RGB", (width, 22 + len(tiles) * (height + 4)), "white")
     draw = ImageDraw.Draw(canvas)
     x = 0
-    for label, tile in zip(labels, tiles[0]):
+    for label, tile in zip(labels, tiles[0], strict=True):
         draw.text((x + 4, 5), label, fill="black")
         x += tile.width + 4
     y = 22

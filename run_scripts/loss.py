@@ -48,10 +48,10 @@ def plot(runs: dict[str, dict], out: Path, k: int) -> None:
     import matplotlib.pyplot as plt
     ncols = max(sum(t in scalars for t in PANELS) for scalars in runs.values())
     fig, axes = plt.subplots(len(runs), ncols, figsize=(4.2 * ncols, 3.4 * len(runs)), squeeze=False)
-    for row, (name, scalars) in zip(axes, runs.items()):
+    for row, (name, scalars) in zip(axes, runs.items(), strict=True):
         for ax in row:
             ax.set_axis_off()
-        for ax, tag in zip(row, [t for t in PANELS if t in scalars]):
+        for ax, tag in zip(row, [t for t in PANELS if t in scalars], strict=False):
             ax.set_axis_on()
             _panel(ax, tag, *scalars[tag], k, name if len(runs) > 1 else "")
     fig.tight_layout()

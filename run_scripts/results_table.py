@@ -20,13 +20,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
-from utils.evaluation import evaluate, mean_row  # noqa: E402
-from utils.fusion import fuse_pairs, prepare_model  # noqa: E402
-from utils.images import load_image, save_image  # noqa: E402
-from utils.metrics import PROFILES  # noqa: E402
-from utils.pairs import find_pairs  # noqa: E402
+from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
+from utils.checkpoint import load_model
+from utils.evaluation import evaluate, mean_row
+from utils.fusion import fuse_pairs, prepare_model
+from utils.images import load_image, save_image
+from utils.metrics import PROFILES
+from utils.pairs import find_pairs
 
 MODES = {"add": "minmax", "mean": "clip", "l1_norm": "clip", "max": "clip"}
 

@@ -16,7 +16,6 @@ SHARED = ROOT.parent / "shared"
 from models.densefuse import DenseFuse  # noqa: E402
 
 
-
 def write_gray(path: Path, h: int, w: int, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.images import (ImageReadError, load_image, rgb_to_ycbcr, save_image, to_uint8,
-                          ycbcr_to_rgb)
+from utils.images import ImageReadError, load_image, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
 
 
 def test_roundtrip_8bit_exact(tmp_path):
@@ -60,7 +59,7 @@ def test_truncated_png(tmp_path):
     p = tmp_path / "t.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(p)
     p.write_bytes(p.read_bytes()[:200])
-    with pytest.raises(ImageReadError, match="t.png"):
+    with pytest.raises(ImageReadError, match=r"t\.png"):
         load_image(p)
 
 

@@ -10,7 +10,7 @@ from models.densefuse import DenseFuse
 from models.fusion import STRATEGIES
 from tests.conftest import write_gray, write_rgb
 from utils.fusion import fuse_gray, fuse_images
-from utils.images import rgb_to_ycbcr, load_image
+from utils.images import load_image, rgb_to_ycbcr
 
 
 def infer(*args, weights):

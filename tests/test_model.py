@@ -11,12 +11,12 @@ def test_parameter_count_matches_paper():
 def test_layer_widths():
     m = DenseFuse()
     assert m.encoder.conv1.conv.in_channels == 1 and m.encoder.conv1.conv.out_channels == 16
-    assert [l.conv.in_channels for l in m.encoder.dense.layers] == [16, 32, 48]
-    assert all(l.conv.out_channels == 16 for l in m.encoder.dense.layers)
-    assert [(l.conv.in_channels, l.conv.out_channels) for l in m.decoder.layers] == \
+    assert [layer.conv.in_channels for layer in m.encoder.dense.layers] == [16, 32, 48]
+    assert all(layer.conv.out_channels == 16 for layer in m.encoder.dense.layers)
+    assert [(layer.conv.in_channels, layer.conv.out_channels) for layer in m.decoder.layers] == \
         [(64, 64), (64, 32), (32, 16), (16, 1)]
-    assert all(l.conv.kernel_size == (3, 3) and l.conv.stride == (1, 1) for l in m.modules()
-               if hasattr(l, "conv"))
+    assert all(mod.conv.kernel_size == (3, 3) and mod.conv.stride == (1, 1) for mod in m.modules()
+               if hasattr(mod, "conv"))
 
 
 @pytest.mark.parametrize("hw", [(2, 2), (3, 5), (7, 11), (33, 20)])

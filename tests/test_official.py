@@ -16,6 +16,7 @@ PT_MODEL = OFFICIAL / "densefuse_gray.model"
 TNO = ROOT / "data_test" / "Tno"
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import compare_weights  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not TF_ZIP.is_file(), reason="../shared/weights/official not present")
 
 
@@ -38,7 +39,7 @@ def test_tf_checkpoints_reconstruct_above_60db(crops, lam):
 
 
 def test_official_pytorch_model_above_60db(crops):
-    model, info = load_model(PT_MODEL)
+    model, _ = load_model(PT_MODEL)
     assert model.decoder.layers[-1].relu  # the port's extra ReLU is kept
     assert recon_psnr(model, crops) >= 60.0
 
@@ -69,7 +70,7 @@ def test_every_form_of_the_tf_checkpoint(tmp_path):
     for form in (prefix, str(prefix) + ".index", str(prefix) + ".data-00000-of-00001"):
         m, info = load_model(form)
         assert info["ssim_weight"] == 10
-        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values()))
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values(), strict=True))
     assert load_model(folder)[1]["ssim_weight"] == 100  # several present: the official default
     assert load_model(folder, ssim_weight=1000)[1]["ssim_weight"] == 1000
 
@@ -92,7 +93,7 @@ def test_errors_name_the_problem(tmp_path):
     bad = tmp_path / "t.ckpt"
     (tmp_path / "t.ckpt.index").write_bytes(index.read_bytes()[:500])
     (tmp_path / "t.ckpt.data-00000-of-00001").write_bytes(b"\0" * 10)
-    with pytest.raises(WeightsError, match="t.ckpt"):
+    with pytest.raises(WeightsError, match=r"t\.ckpt"):
         load_model(bad)
     # a zip without the requested lambda
     with pytest.raises(WeightsError, match="lambda=5"):
@@ -107,8 +108,9 @@ def test_rgb_model_refused_clearly():
 
 def test_convert_and_fuse_with_official(tmp_path, flat_set):
     sys.path.insert(0, str(ROOT / "run_scripts"))
-    import convert_official
     import run_infer
+
+    import convert_official
     out = tmp_path / "conv.pt"
     assert convert_official.main([str(PT_MODEL), "-o", str(out)]) == 0
     assert convert_official.main([str(PT_MODEL), "-o", str(out)]) == 2  # never overwrites

@@ -10,9 +10,10 @@ from tests.conftest import ROOT
 
 def test_loss_plot_from_a_training_run(tmp_path):
     sys.path.insert(0, str(ROOT / "run_scripts"))
-    import loss
     import run_train
     from tests.conftest import write_gray
+
+    import loss
     for i in range(3):
         write_gray(tmp_path / "im" / f"{i}.png", 20, 20, i)
     assert run_train.main(["--image_path", str(tmp_path / "im"), "--output_dir", str(tmp_path),
@@ -39,9 +40,10 @@ def test_loss_plot_without_logs_is_an_error(tmp_path):
 def test_export_weights_names_file_by_hash(tmp_path):
     import torch
     sys.path.insert(0, str(ROOT / "run_scripts"))
-    import export_weights
     from models.densefuse import DenseFuse
     from utils.checkpoint import load_model, save_checkpoint, sha256_file
+
+    import export_weights
     save_checkpoint(tmp_path / "c.pt", DenseFuse(), {}, 1, 1, torch.optim.Adam(DenseFuse().parameters()))
     path, digest = export_weights.export(tmp_path / "c.pt", tmp_path, "w")
     assert path.name == f"w_{digest[:8]}.pth" and sha256_file(path) == digest
@@ -52,9 +54,10 @@ def test_export_weights_names_file_by_hash(tmp_path):
 def test_export_weights_names_by_lambda_and_guards_the_default(tmp_path):
     import torch
     sys.path.insert(0, str(ROOT / "run_scripts"))
-    import export_weights
     from models.densefuse import DenseFuse
     from utils.checkpoint import save_checkpoint
+
+    import export_weights
     configs_text = (ROOT / "configs.py").read_text()
     save_checkpoint(tmp_path / "c.pt", DenseFuse(), {"ssim_weight": 10}, 1, 1,
                     torch.optim.Adam(DenseFuse().parameters()))
@@ -87,6 +90,7 @@ def tiny_sets(tmp_path):
 def test_compare_weights_report(tmp_path, tiny_weights):
     sys.path.insert(0, str(ROOT / "run_scripts"))
     import json
+
     import compare_weights
     flat, sub = tiny_sets(tmp_path)
     out = tmp_path / "cmp"
@@ -105,8 +109,9 @@ def test_compare_weights_report(tmp_path, tiny_weights):
 
 def test_flat_activity_ratio_closed_forms():
     sys.path.insert(0, str(ROOT / "run_scripts"))
-    import compare_weights
     from models.densefuse import DenseFuse
+
+    import compare_weights
     torch.manual_seed(0)
     m = DenseFuse()
     with torch.no_grad():

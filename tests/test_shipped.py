@@ -16,7 +16,7 @@ from utils.checkpoint import load_model
 from utils.images import load_image
 
 sys.path.insert(0, str(ROOT / "run_scripts"))
-import compare_weights  # noqa: E402
+import compare_weights
 
 TF_ZIP = SHARED / "weights" / "official" / "densefuse_gray_tf_ckpt.zip"
 TNO = ROOT / "data_test" / "Tno"

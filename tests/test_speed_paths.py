@@ -12,7 +12,7 @@ from utils.fusion import fuse_gray, prepare_model
 from utils.losses import DenseFuseLoss
 
 sys.path.insert(0, str(ROOT / "run_scripts"))
-import benchmark  # noqa: E402
+import benchmark
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -49,7 +49,7 @@ def test_micro_batched_step_equals_whole_batch_step():
         results.append((losses, grads))
     (l1, g1), (l2, g2) = results
     assert l1 == pytest.approx(l2, rel=1e-5)
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 

@@ -169,7 +169,7 @@ def test_pixel_range_equals_training_on_0_255_pixels():
         loss_ref.backward()
         opt_ref.step()
         assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-9)
-    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
         scale = 255.0 if name.endswith("bias") else 1.0
         torch.testing.assert_close(p * scale, q, rtol=1e-6, atol=1e-9)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3 / 255]

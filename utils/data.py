@@ -79,7 +79,7 @@ class NaturalImages(Dataset):
         except ImageReadError as e:
             # A file that passed the header check but fails to decode: warn and use a
             # neighbour, so a single bad file in 80k does not stop a long run.
-            warnings.warn(f"skipping unreadable training image: {e}")
+            warnings.warn(f"skipping unreadable training image: {e}", stacklevel=2)
             return self[(index + 1) % len(self)]
         s = self.size
         if self.crop:

@@ -76,7 +76,7 @@ def format_table(rows: list[dict], title: str = "") -> str:
     lines = [title, head, "-" * len(head)] if title else [head, "-" * len(head)]
     for r in rows:
         vals = " ".join(f"{'inf':>9}" if math.isinf(r[k]) else f"{r[k]:>9.4f}" for k in keys)
-        lines.append(f"{str(r['pair']):<{width}} {vals}")
+        lines.append(f"{r['pair']!s:<{width}} {vals}")
     return "\n".join(lines)
 
 

@@ -46,9 +46,7 @@ def _to_array(img: Image.Image, path: Path) -> np.ndarray:
         return arr.astype(np.float32) / 65535.0
     if mode == "F":
         raise ImageReadError(f"{path}: 32-bit float images have no defined range; save as 8 or 16 bit")
-    if mode in ("L", "LA"):
-        img = img.convert("L")
-    elif mode == "1":
+    if mode in ("L", "LA", "1"):
         img = img.convert("L")
     elif mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -56,9 +54,8 @@ def _to_array(img: Image.Image, path: Path) -> np.ndarray:
     else:  # RGB, RGBA, CMYK, YCbCr, LAB, HSV, ...
         img = img.convert("RGB")
     arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 3:
-        if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
-            arr = arr[..., 0]
+    if arr.ndim == 3 and (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
+        arr = arr[..., 0]
     return arr.astype(np.float32) / 255.0
 
 

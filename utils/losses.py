@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from pytorch_msssim import ssim
+from torch import nn
 
 #: The paper measures the pixel loss on 0-255 gray levels. Our images are in [0, 1], so the MSE
 #: is multiplied by 255^2 to keep lambda's meaning (lambda = 100 balances the same two terms).

@@ -196,7 +196,7 @@ def vif(a, b, f) -> float:
 
 # ---- edge-based: Qabf (and Nabf in the densefuse profile) ---------------------------------------
 
-QABF = dict(tg=0.9994, kg=-15.0, dg=0.5, ta=0.9879, ka=-22.0, da=0.8, L=1.0)
+QABF = {"tg": 0.9994, "kg": -15.0, "dg": 0.5, "ta": 0.9879, "ka": -22.0, "da": 0.8, "L": 1.0}
 SOBEL_Y = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float64)
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
 
@@ -301,7 +301,8 @@ def qabf_analysis(a, b, f) -> float:
     return float(np.sum(q(ga, aa) * ga + q(gb, ab) * gb) / den) if den > 0 else 0.0
 
 
-NABF = dict(td=2.0, wt_min=0.001, lg=1.5, nrg=0.9999, kg=19.0, sg=0.5, nra=0.9995, ka=22.0, sa=0.5)
+NABF = {"td": 2.0, "wt_min": 0.001, "lg": 1.5, "nrg": 0.9999, "kg": 19.0, "sg": 0.5, "nra": 0.9995, "ka": 22.0,
+        "sa": 0.5}
 
 
 def _kumar_sobel(x: np.ndarray):
@@ -370,12 +371,12 @@ def _fmi_windows(a: np.ndarray, f: np.ndarray) -> np.ndarray:
 
     pa, pf = pdf(a), pdf(f)
     ca, cf = np.cumsum(pa, 1), np.cumsum(pf, 1)
-    l = a.shape[1]
+    bins = a.shape[1]
     ta, tf = pa - pa.mean(1, keepdims=True), pf - pf.mean(1, keepdims=True)
     num = (ta * tf).sum(1)
     den = np.sqrt((ta * ta).sum(1) * (tf * tf).sum(1))
     c = np.where(num == 0, 0.0, num / np.where(den == 0, 1, den))
-    idx = np.arange(1, l + 1)
+    idx = np.arange(1, bins + 1)
     sd_a = np.sqrt(np.maximum((idx ** 2 * pa).sum(1) - (idx * pa).sum(1) ** 2, 0))
     sd_f = np.sqrt(np.maximum((idx ** 2 * pf).sum(1) - (idx * pf).sum(1) ** 2, 0))
     outer = cf[:, :, None] * ca[:, None, :]                     # F_i * A_j
@@ -448,7 +449,7 @@ def mef_ssim_scale(a: np.ndarray, b: np.ndarray, f: np.ndarray, k: float = 0.03)
     g = _gaussian(n, 1.5)
     seq = (a, b)
     mu = [_box_valid(x, n) for x in seq]
-    var = [_box_valid(x * x, n) - m * m for x, m in zip(seq, mu)]
+    var = [_box_valid(x * x, n) - m * m for x, m in zip(seq, mu, strict=True)]
     ed = [np.sqrt(np.maximum(n * n * v, 0)) + 0.001 for v in var]
     s = a + b
     ms = _box_valid(s, n)
@@ -458,7 +459,7 @@ def mef_ssim_scale(a: np.ndarray, b: np.ndarray, f: np.ndarray, k: float = 0.03)
     p = np.minimum(np.tan(np.pi / 2 * R), 10)
     wm = [(e / n) ** p + eps for e in ed]
     norm = wm[0] + wm[1]
-    c = [w / norm / e for w, e in zip(wm, ed)]           # r = sum_k c_k (X_k - mu_k)
+    c = [w / norm / e for w, e in zip(wm, ed, strict=True)]           # r = sum_k c_k (X_k - mu_k)
     max_ed = np.maximum(ed[0], ed[1])
     # |r|^2 over the box, and Gaussian moments of r and F
     box = {(i, j): _box_valid(seq[i] * seq[j], n) * n * n for i in range(2) for j in range(i, 2)}
