@@ -162,7 +162,7 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
     if variant == "ours":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-        micro = micro or run_train.default_micro_batch(device, batch)
+        micro = min(micro or run_train.default_micro_batch(device, batch), batch)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     losses = []
 
@@ -285,6 +285,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[], choices=["fusion", "infer", "training", "memory"],
                    help="parts to leave out")
+    p.add_argument("--micro_batch", type=int, default=0,
+                   help="micro-batch of the project's training step; 0 = run_train.py's default (2 on CPU)")
     p.add_argument("--_child", help=argparse.SUPPRESS)  # JSON {"kind": ..., **kwargs}
     args = p.parse_args(argv)
     if args._child:
@@ -328,7 +330,7 @@ def main(argv=None) -> int:
               f"{res['infer']['seconds']:.1f} s = {res['infer']['pairs_per_s']:.2f} pairs/s")
     if "training" not in args.skip:
         res["training"] = bench_training(dev, [2] if args.smoke else [2, 16],
-                                         16 if args.smoke else 256, reps, 0, peak)
+                                         16 if args.smoke else 256, reps, args.micro_batch, peak)
         print("\ntraining step, images/s | % of peak (fresh process each)")
         for r in res["training"]:
             print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f} | "
