@@ -1,0 +1,78 @@
+"""What "two commands on a fresh machine" relies on: requirements.txt covers every import, pins
+torch exactly, and nothing needs torchvision (it cannot load next to the CPU build of torch)."""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+
+import torch
+
+from tests.conftest import ROOT
+
+#: Import name -> distribution name, where they differ.
+DISTRIBUTION = {"PIL": "pillow", "pywt": "pywavelets", "skimage": "scikit-image",
+                "pytorch_msssim": "pytorch-msssim"}
+#: Imported only inside optional branches that say what to install (none today).
+OPTIONAL: set[str] = set()
+
+
+def requirements() -> dict[str, str]:
+    """Distribution name (lower case) -> its version specifier, from requirements.txt."""
+    reqs = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", line).groups()
+            reqs[name.lower()] = spec
+    return reqs
+
+
+def project_python_files():
+    """The project's own .py files (not a virtual environment or a cache inside the checkout)."""
+    skip = {"venv", "runs", "data_result", "__pycache__"}
+    return sorted(p for p in ROOT.rglob("*.py")
+                  if not any(part in skip or part.startswith(".") for part in p.relative_to(ROOT).parts))
+
+
+def top_level_imports(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_third_party_import_is_in_requirements():
+    files = project_python_files()
+    assert len(files) > 30
+    local = {p.stem for p in files} | {p.name for p in ROOT.iterdir() if p.is_dir()}
+    reqs = requirements()
+    missing = {}
+    for path in files:
+        for name in top_level_imports(path) - set(sys.stdlib_module_names) - local - OPTIONAL:
+            if DISTRIBUTION.get(name, name).lower() not in reqs:
+                missing.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert not missing, f"imported but not in requirements.txt: {missing}"
+
+
+def test_no_torchvision_anywhere():
+    users = [str(p.relative_to(ROOT)) for p in project_python_files() if "torchvision" in top_level_imports(p)]
+    assert not users
+    assert "torchvision" not in requirements()
+
+
+def test_torch_pinned_to_one_release_and_tested_on_it():
+    # A range that admits a newer release makes pip fetch the newest CUDA build (GBs) instead of
+    # the local CPU wheel; any build of the pinned release (+cpu, +cu...) satisfies ==.
+    spec = requirements()["torch"]
+    assert re.fullmatch(r"==\d+\.\d+\.\d+", spec), spec
+    assert torch.__version__.split("+")[0] == spec[2:]
+
+
+def test_dockerfile_installs_requirements_unchanged():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^RUN pip install --no-cache-dir -r requirements\.txt$", text, re.M)
+    assert "torch" not in re.sub(r"#.*", "", text)  # no second, different torch
