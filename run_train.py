@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--micro_batch", type=int, default=d.micro_batch,
                    help="split each batch into chunks of this size and accumulate gradients "
-                        "(same loss and update; on CPU chunks of 2 stay in cache: ~5%% more "
-                        "images/s than whole batches of 16); 0 = 2 on CPU, the whole batch on GPU")
+                        "(same loss and update, bounded memory: at batch 16 on CPU, 0.8 GB peak "
+                        "instead of 3.5 GB, at the same speed); 0 = 2 on CPU, the whole batch on GPU")
     p.add_argument("--num_epochs", type=int, default=d.num_epochs, help="number of epochs")
     p.add_argument("--epoch_size", type=int, default=d.epoch_size,
                    help="images per epoch (repeats shuffled passes when larger than the data "
@@ -169,7 +169,7 @@ def build_optimizer(model: torch.nn.Module, lr: float, pixel_range: float) -> to
 
 
 def default_micro_batch(device: torch.device | str, batch_size: int) -> int:
-    """2 on a CPU, where larger batches fall out of cache (README, Performance); else the batch."""
+    """2 on a CPU, which bounds memory at any batch size (README, Performance); else the batch."""
     return 2 if torch.device(device).type == "cpu" else batch_size
 
 

@@ -149,7 +149,8 @@ def bench_fusion(device, sizes, repeats, peak):
 
 def training_child(variant: str, batch: int, size: int, repeats: int, micro: int, device: str) -> dict:
     """Images/s of one optimizer step of ``variant`` (see VARIANTS; ``ours`` is what
-    run_train.py does: channels-last, micro-batches). ``ours`` also times the step's
+    run_train.py does: channels-last, micro-batches). ``ours`` also reports the process's peak
+    RSS after its steps (what the micro-batch size bounds) and times the step's
     convolutions alone (forward and backward of every layer at the micro-batch's shape): the
     ceiling for any step built on these direct convolutions."""
     import run_train
@@ -181,6 +182,7 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
     row = {"variant": variant, "img_s": batch / timed(step, repeats, sync(device)), "first_loss": first}
     if variant == "ours":
         row["micro_batch"] = micro
+        row["peak_rss_mib"] = peak_rss_mib()
         row["convs_only_img_s"] = batch / (batch / micro * convs_seconds(model, micro, size, repeats, device))
     return row
 
@@ -212,7 +214,7 @@ def bench_training(device, batches, size, repeats, micro, peak):
                                  micro=micro, device=device)
             row[f"{variant}_img_s"] = r["img_s"]
             row[f"first_loss_{variant}"] = r["first_loss"]
-            row.update({k: r[k] for k in ("micro_batch", "convs_only_img_s") if k in r})
+            row.update({k: r[k] for k in ("micro_batch", "peak_rss_mib", "convs_only_img_s") if k in r})
         for k in ("naive", "naive_keep_memory", "ours", "convs_only"):
             row[f"{k}_pct_peak"] = 100 * row[f"{k}_img_s"] * gflop_per_image / peak
         row["speedup"] = row["ours_img_s"] / row["naive_img_s"]
@@ -335,7 +337,8 @@ def main(argv=None) -> int:
         for r in res["training"]:
             print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f} | "
                   f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_img_s']:.2f}   "
-                  f"ours {r['ours_img_s']:.2f} | {r['ours_pct_peak']:.0f}% (micro-batch {r['micro_batch']})   "
+                  f"ours {r['ours_img_s']:.2f} | {r['ours_pct_peak']:.0f}% (micro-batch {r['micro_batch']}, "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB)   "
                   f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   "
                   f"convolutions alone {r['convs_only_img_s']:.2f} | {r['convs_only_pct_peak']:.0f}%   "
                   f"first-step loss {r['first_loss_naive']:.6f} / {r['first_loss_naive_keep_memory']:.6f} / "

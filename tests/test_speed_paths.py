@@ -65,7 +65,7 @@ def test_benchmark_smoke(tmp_path):
     # Same seed, same data in three fresh processes: the same first-step loss.
     assert t["first_loss_naive"] == pytest.approx(t["first_loss_ours"], rel=1e-5)
     assert t["first_loss_naive"] == t["first_loss_naive_keep_memory"]
-    assert t["naive_img_s"] > 0 and t["ours_img_s"] > 0 and t["convs_only_img_s"] > 0
+    assert t["naive_img_s"] > 0 and t["ours_img_s"] > 0 and t["convs_only_img_s"] > 0 and t["peak_rss_mib"] > 0
     assert t["ours_pct_peak"] == pytest.approx(
         100 * t["ours_img_s"] * 2 * benchmark.TRAIN_MACS_PER_PIXEL * 16 * 16 / 1e9 / res["matmul_peak_gflops"])
     assert res["infer"]["pairs"] == 2

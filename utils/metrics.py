@@ -459,7 +459,7 @@ def mef_ssim_scale(a: np.ndarray, b: np.ndarray, f: np.ndarray, k: float = 0.03)
     p = np.minimum(np.tan(np.pi / 2 * R), 10)
     wm = [(e / n) ** p + eps for e in ed]
     norm = wm[0] + wm[1]
-    c = [w / norm / e for w, e in zip(wm, ed, strict=True)]           # r = sum_k c_k (X_k - mu_k)
+    c = [w / norm / e for w, e in zip(wm, ed, strict=True)]  # r = sum_k c_k (X_k - mu_k)
     max_ed = np.maximum(ed[0], ed[1])
     # |r|^2 over the box, and Gaussian moments of r and F
     box = {(i, j): _box_valid(seq[i] * seq[j], n) * n * n for i in range(2) for j in range(i, 2)}
