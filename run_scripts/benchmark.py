@@ -1,7 +1,8 @@
 """Benchmark fusion and training: the project's path against a naive eager loop, in one run.
 
     python run_scripts/benchmark.py                 # CPU, full sizes (a few minutes)
-    python run_scripts/benchmark.py --device cuda   # GPU (adds mixed precision)
+    python run_scripts/benchmark.py --device cuda   # GPU (adds bf16 mixed precision)
+    python run_scripts/benchmark.py --amp           # CPU, with bf16 mixed precision too
     python run_scripts/benchmark.py --smoke         # tiny sizes, seconds (used by the tests)
 
 Every figure is the median of --repeats runs after a warm-up. Ratios compare numbers taken in
@@ -65,6 +66,12 @@ def sync(device):
     return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
 
+def bf16_autocast(device, enabled: bool = True):
+    """Mixed precision as the benchmark times it: bf16 autocast on ``device``'s type. bf16
+    rather than fp16: same exponent range as fp32, so training needs no loss scaling."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
 #: What each timed comparison runs, each in a fresh process (the allocator setting is
 #: process-wide and cannot be undone): ``naive``, a plain script (NCHW float32 eager loop,
 #: default allocator); ``naive_keep_memory``, the same loop after the allocator setting that
@@ -89,10 +96,10 @@ def naive_fuse(model, ir, vis):
         return model.decode(model.encode(ir) + model.encode(vis))
 
 
-def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: str) -> dict:
+def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: str, amp: bool) -> dict:
     """Seconds of one fusion of an h x w random pair by ``variant`` (see VARIANTS), in a fresh
-    process; saves the output to ``out`` (.npy) for the parent to compare. On CUDA, ``ours``
-    also times bf16 autocast and saves that output to ``out`` + ``.amp.npy``."""
+    process; saves the output to ``out`` (.npy) for the parent to compare. With ``amp``,
+    ``ours`` also times bf16 autocast and saves that output to ``out`` + ``.amp.npy``."""
     if variant != "naive":
         keep_freed_memory()
     torch.manual_seed(0)  # same weights in every process
@@ -110,16 +117,16 @@ def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: s
     row = {"seconds": timed(fuse, repeats, sync(device))}
     y = fuse()
     np.save(out, y if variant == "ours" else y[0, 0].cpu().numpy())
-    if variant == "ours" and torch.device(device).type == "cuda":
+    if variant == "ours" and amp:
         def amp_fuse():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with bf16_autocast(device):
                 return fuse()
         row["amp_bf16_s"] = timed(amp_fuse, repeats, sync(device))
         np.save(out + ".amp.npy", amp_fuse())
     return row
 
 
-def bench_fusion(device, sizes, repeats, peak):
+def bench_fusion(device, sizes, repeats, peak, amp):
     """Per size, one fresh process per variant; outputs compared with the naive loop's."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +135,7 @@ def bench_fusion(device, sizes, repeats, peak):
             row = {"size": f"{w}x{h}"}
             for v in VARIANTS:
                 r = in_fresh_process("fusion", variant=v, h=h, w=w, repeats=repeats, device=device,
-                                     out=f"{tmp}/{v}.npy")
+                                     out=f"{tmp}/{v}.npy", amp=amp)
                 row[f"{v}_s"] = r["seconds"]
                 row[f"{v}_gflops"] = gflop / r["seconds"]
                 row[f"{v}_pct_peak"] = 100 * gflop / r["seconds"] / peak
@@ -141,18 +148,21 @@ def bench_fusion(device, sizes, repeats, peak):
                        max_abs_diff=float(np.abs(ref - ours).max()),
                        identical_8bit_pixels_pct=100 * float(same8), pairs_per_s=1 / row["ours_s"])
             if "amp_bf16_s" in row:
-                row.update(amp_speedup=row["naive_s"] / row["amp_bf16_s"],
+                row.update(amp_speedup=row["naive_s"] / row["amp_bf16_s"], amp_pairs_per_s=1 / row["amp_bf16_s"],
                            amp_max_abs_diff=float(np.abs(ref - np.load(f"{tmp}/ours.npy.amp.npy")).max()))
             rows.append(row)
     return rows
 
 
-def training_child(variant: str, batch: int, size: int, repeats: int, micro: int, device: str) -> dict:
+def training_child(variant: str, batch: int, size: int, repeats: int, micro: int, device: str,
+                   amp: bool) -> dict:
     """Images/s of one optimizer step of ``variant`` (see VARIANTS; ``ours`` is what
     run_train.py does: channels-last, micro-batches). ``ours`` also reports the process's peak
     RSS after its steps (what the micro-batch size bounds) and times the step's
     convolutions alone (forward and backward of every layer at the micro-batch's shape): the
-    ceiling for any step built on these direct convolutions."""
+    ceiling for any step built on these direct convolutions. With ``amp``, ``ours`` then
+    times the same step under bf16 autocast (after the fp32 steps, so it starts from
+    different weights: its loss is not comparable and is not reported)."""
     import run_train
     if variant != "naive":
         keep_freed_memory(large_blocks=True)  # as run_train.py does
@@ -167,9 +177,10 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     losses = []
 
-    def step():
+    def step(mixed=False):
         if variant == "ours":
-            losses.append(run_train.train_step(model, crit, opt, x, micro)[0])
+            with bf16_autocast(device, enabled=mixed):
+                losses.append(run_train.train_step(model, crit, opt, x, micro)[0])
         else:
             opt.zero_grad()
             total = crit(model(x), x)[0]
@@ -184,6 +195,8 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
         row["micro_batch"] = micro
         row["peak_rss_mib"] = peak_rss_mib()
         row["convs_only_img_s"] = batch / (batch / micro * convs_seconds(model, micro, size, repeats, device))
+        if amp:
+            row["amp_img_s"] = batch / timed(lambda: step(mixed=True), repeats, sync(device))
     return row
 
 
@@ -202,7 +215,7 @@ def convs_seconds(model, n: int, size: int, repeats: int, device: str) -> float:
     return total
 
 
-def bench_training(device, batches, size, repeats, micro, peak):
+def bench_training(device, batches, size, repeats, micro, peak, amp):
     """One fresh process per (batch, variant); see ``training_child``. ``*_pct_peak``: useful
     FLOPs (TRAIN_MACS_PER_PIXEL) per second as a share of the matmul peak."""
     gflop_per_image = 2 * TRAIN_MACS_PER_PIXEL * size * size / 1e9
@@ -211,14 +224,16 @@ def bench_training(device, batches, size, repeats, micro, peak):
         row = {"batch": bs, "size": size}
         for variant in VARIANTS:
             r = in_fresh_process("training", variant=variant, batch=bs, size=size, repeats=repeats,
-                                 micro=micro, device=device)
+                                 micro=micro, device=device, amp=amp)
             row[f"{variant}_img_s"] = r["img_s"]
             row[f"first_loss_{variant}"] = r["first_loss"]
-            row.update({k: r[k] for k in ("micro_batch", "peak_rss_mib", "convs_only_img_s") if k in r})
+            row.update({k: r[k] for k in ("micro_batch", "peak_rss_mib", "convs_only_img_s", "amp_img_s") if k in r})
         for k in ("naive", "naive_keep_memory", "ours", "convs_only"):
             row[f"{k}_pct_peak"] = 100 * row[f"{k}_img_s"] * gflop_per_image / peak
         row["speedup"] = row["ours_img_s"] / row["naive_img_s"]
         row["speedup_vs_naive_keep_memory"] = row["ours_img_s"] / row["naive_keep_memory_img_s"]
+        if "amp_img_s" in row:
+            row["amp_speedup"] = row["amp_img_s"] / row["naive_img_s"]
         rows.append(row)
     return rows
 
@@ -287,6 +302,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[], choices=["fusion", "infer", "training", "memory"],
                    help="parts to leave out")
+    p.add_argument("--amp", action="store_true",
+                   help="also time the project's fusion and training step under bf16 autocast "
+                        "(always on with --device cuda)")
     p.add_argument("--micro_batch", type=int, default=0,
                    help="micro-batch of the project's training step; 0 = run_train.py's default (2 on CPU)")
     p.add_argument("--_child", help=argparse.SUPPRESS)  # JSON {"kind": ..., **kwargs}
@@ -299,6 +317,7 @@ def main(argv=None) -> int:
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     dev = args.device
+    amp = args.amp or torch.device(dev).type == "cuda"
     reps = 1 if args.smoke else args.repeats
     keep_freed_memory()  # as run_infer.py does, for the end-to-end section
     res = {"device": torch.cuda.get_device_name() if dev == "cuda" else f"cpu, {torch.get_num_threads()} threads",
@@ -308,7 +327,7 @@ def main(argv=None) -> int:
     print(f"device: {res['device']}; fp32 matmul peak {peak:.0f} GFLOP/s")
     if "fusion" not in args.skip:
         sizes = [(24, 32), (40, 36)] if args.smoke else [(576, 768), (768, 1024)]
-        res["fusion"] = bench_fusion(dev, sizes, reps, peak)
+        res["fusion"] = bench_fusion(dev, sizes, reps, peak, amp)
         print("\nfusion (add), seconds | GFLOP/s | % of peak (fresh process each)")
         for r in res["fusion"]:
             print(f"  {r['size']:>9}: naive {r['naive_s']:.3f} s | {r['naive_gflops']:.0f} | "
@@ -316,7 +335,9 @@ def main(argv=None) -> int:
                   f"ours {r['ours_s']:.3f} s | {r['ours_gflops']:.0f} | {r['ours_pct_peak']:.0f}%   "
                   f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   max|diff| "
                   f"{r['max_abs_diff']:.1e}, identical 8-bit pixels {r['identical_8bit_pixels_pct']:.3f}%"
-                  + (f"   bf16 autocast x{r['amp_speedup']:.2f}, {r['pairs_per_s']:.1f} pairs/s"
+                  + f"   {r['pairs_per_s']:.2f} pairs/s"
+                  + (f"   bf16 autocast {r['amp_bf16_s']:.3f} s = x{r['amp_speedup']:.2f}, "
+                     f"{r['amp_pairs_per_s']:.2f} pairs/s, max|diff| {r['amp_max_abs_diff']:.1e}"
                      if "amp_speedup" in r else ""))
     if "infer" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
@@ -332,7 +353,7 @@ def main(argv=None) -> int:
               f"{res['infer']['seconds']:.1f} s = {res['infer']['pairs_per_s']:.2f} pairs/s")
     if "training" not in args.skip:
         res["training"] = bench_training(dev, [2] if args.smoke else [2, 16],
-                                         16 if args.smoke else 256, reps, args.micro_batch, peak)
+                                         16 if args.smoke else 256, reps, args.micro_batch, peak, amp)
         print("\ntraining step, images/s | % of peak (fresh process each)")
         for r in res["training"]:
             print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f} | "
@@ -342,7 +363,8 @@ def main(argv=None) -> int:
                   f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   "
                   f"convolutions alone {r['convs_only_img_s']:.2f} | {r['convs_only_pct_peak']:.0f}%   "
                   f"first-step loss {r['first_loss_naive']:.6f} / {r['first_loss_naive_keep_memory']:.6f} / "
-                  f"{r['first_loss_ours']:.6f}")
+                  f"{r['first_loss_ours']:.6f}"
+                  + (f"   bf16 autocast {r['amp_img_s']:.2f} = x{r['amp_speedup']:.2f}" if "amp_img_s" in r else ""))
     if "memory" not in args.skip:
         h, w = (64, 96) if args.smoke else (2160, 3840)
         try_untiled = args.smoke or available_mib() > 16_000

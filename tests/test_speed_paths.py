@@ -56,16 +56,22 @@ def test_micro_batched_step_equals_whole_batch_step():
 def test_benchmark_smoke(tmp_path):
     import json
     out = tmp_path / "b.json"
-    assert benchmark.main(["--smoke", "--json", str(out)]) == 0
+    assert benchmark.main(["--smoke", "--amp", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["matmul_peak_gflops"] > 0
     assert all(r["max_abs_diff"] <= 1e-4 for r in res["fusion"])
+    # The mixed-precision path (what --device cuda runs) really ran in bf16: its output differs
+    # from fp32 by more than float rounding, by no more than bf16's 8-bit mantissa allows.
+    for r in res["fusion"]:
+        assert r["max_abs_diff"] < r["amp_max_abs_diff"] < 1e-2
+        assert r["amp_pairs_per_s"] == pytest.approx(1 / r["amp_bf16_s"])
     assert [r["batch"] for r in res["training"]] == [2]
     t = res["training"][0]
     # Same seed, same data in three fresh processes: the same first-step loss.
     assert t["first_loss_naive"] == pytest.approx(t["first_loss_ours"], rel=1e-5)
     assert t["first_loss_naive"] == t["first_loss_naive_keep_memory"]
     assert t["naive_img_s"] > 0 and t["ours_img_s"] > 0 and t["convs_only_img_s"] > 0 and t["peak_rss_mib"] > 0
+    assert t["amp_speedup"] == pytest.approx(t["amp_img_s"] / t["naive_img_s"])
     assert t["ours_pct_peak"] == pytest.approx(
         100 * t["ours_img_s"] * 2 * benchmark.TRAIN_MACS_PER_PIXEL * 16 * 16 / 1e9 / res["matmul_peak_gflops"])
     assert res["infer"]["pairs"] == 2
