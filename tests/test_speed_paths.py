@@ -1,4 +1,5 @@
 """The optimised paths compute what the naive ones do (timing lives in run_scripts/benchmark.py)."""
+import platform
 import sys
 
 import numpy as np
@@ -109,6 +110,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+#: keep_freed_memory() tunes glibc's malloc; elsewhere (musl, macOS) it returns False by design.
+needs_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                                 reason="glibc's mallopt")
+
+
 def churn_faults(block_mib: int, large_blocks: bool) -> float:
     """Page faults while re-allocating 3 x 160 MiB in blocks of ``block_mib``, as a fraction of
     the pages touched; in a fresh process (the setting is process-wide and cannot be undone)."""
@@ -119,7 +125,7 @@ def churn_faults(block_mib: int, large_blocks: bool) -> float:
     return int(out.stdout.split()[-1]) / (3 * 160 * 2 ** 20 // 4096)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@needs_glibc
 def test_keep_freed_memory_stops_page_faults():
     """After the setting, re-allocating freed 4 MiB blocks does not page-fault them back in:
     fewer than 5 % of the churned pages fault. (Default glibc usually unmaps or trims them and
@@ -128,7 +134,7 @@ def test_keep_freed_memory_stops_page_faults():
     assert churn_faults(4, large_blocks=False) < 0.05
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@needs_glibc
 def test_keep_freed_memory_large_blocks():
     """Blocks over the 32 MiB mmap threshold (here 40 MiB) are unmapped on free and fault back
     in every time, unless ``large_blocks`` keeps them too."""

@@ -20,8 +20,13 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"error: --device {name} requested but CUDA is not available; use --device cpu")
+        n = torch.cuda.device_count()
+        if device.index is not None and device.index >= n:
+            raise SystemExit(f"error: --device {name} requested but this machine has {n} CUDA device(s), "
+                             f"cuda:0 to cuda:{n - 1}")
     return device
 
 
