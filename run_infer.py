@@ -143,6 +143,10 @@ def output_file(out_dir: Path, pair: Pair) -> Path:
 def run(args) -> int:
     if args.l1_radius < 0:
         raise InferError("--l1_radius must be >= 0")
+    try:  # before anything is checked or created
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise InferError(str(e)) from None
     jobs = collect_jobs(args)
     bad: list[str] = []
     checked = []
@@ -165,7 +169,6 @@ def run(args) -> int:
     for _, pairs, out_dir in checked:
         if pairs and (problem := check_writable(out_dir)):
             raise InferError(problem)
-    device = resolve_device(args.device)
     keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
     model = prepare_model(model, device)
     print(f"weights: {weights} ({info['kind']}); strategy {args.strategy}, output {args.output_mode}, "

@@ -217,6 +217,10 @@ RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save
 def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     if not cfg.gray:
         fail("--no-gray: colour training is not supported; the DenseFuse network is gray")
+    try:  # before the run folder is created
+        device = resolve_device(cfg.device)
+    except ValueError as e:
+        fail(str(e))
     resume = None
     if cfg.resume_path:
         try:
@@ -266,7 +270,6 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     problem = check_writable(ckpt_dir)  # about the size of two checkpoints
     if problem:
         fail(problem)
-    device = resolve_device(cfg.device)
     keep_freed_memory(large_blocks=True)  # faster CPU steps (utils/devices.py)
     torch.manual_seed(cfg.seed)
     # Channels-last lets oneDNN/cuDNN pick their fastest convolutions (run_scripts/benchmark.py).

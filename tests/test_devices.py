@@ -20,7 +20,7 @@ def test_auto_prefers_cuda(monkeypatch):
 
 def test_cuda_without_cuda_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit, match=r"--device cuda requested but CUDA is not available; use --device cpu"):
+    with pytest.raises(ValueError, match=r"--device cuda requested but CUDA is not available; use --device cpu"):
         devices.resolve_device("cuda")
 
 
@@ -28,13 +28,13 @@ def test_cuda_index_beyond_the_machine_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
-    with pytest.raises(SystemExit, match=r"--device cuda:2 requested but this machine has 2 CUDA device\(s\), "
+    with pytest.raises(ValueError, match=r"--device cuda:2 requested but this machine has 2 CUDA device\(s\), "
                                          r"cuda:0 to cuda:1"):
         devices.resolve_device("cuda:2")
 
 
-def test_unknown_device_name_is_rejected():
-    with pytest.raises(RuntimeError):
+def test_unknown_device_name_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"--device gpu: not a device; use auto, cpu, cuda, cuda:N or mps"):
         devices.resolve_device("gpu")
 
 

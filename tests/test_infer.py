@@ -158,3 +158,12 @@ def test_help_lists_defaults(capsys):
         run_infer.main(["--help"])
     out = capsys.readouterr().out
     assert "--strategy" in out and "(default: add)" in out and "(default: minmax)" in out
+
+
+def test_bad_device_is_an_error_before_anything_is_created(tmp_path, tiny_weights, capsys, flat_set):
+    out = tmp_path / "res"
+    rc = run_infer.main(["--test_path", str(flat_set), "--output_path", str(out), "--weights", str(tiny_weights),
+                         "--device", "gpu"])
+    assert rc == 2
+    assert "error: --device gpu: not a device" in capsys.readouterr().err
+    assert not out.exists()

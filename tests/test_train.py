@@ -224,3 +224,9 @@ def test_zoomed_crops_scale_a_ramp(tmp_path, zoom):
 def test_bad_zoom_is_one_line_error(images, tmp_path, capsys):
     assert train(images, tmp_path / "runs", "--zoom", "2", "1") == 2
     assert "--zoom" in capsys.readouterr().err
+
+
+def test_bad_device_is_an_error_before_the_run_folder_is_created(images, tmp_path, capsys):
+    assert train(images, tmp_path / "runs", "--device", "gpu") == 2
+    assert "error: --device gpu: not a device" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -12,20 +12,27 @@ _MMAP_THRESHOLD_MAX = 32 << 20
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else mps if available, else cpu; other names are checked."""
+    """``auto`` -> cuda if available, else mps if available, else cpu; other names are checked.
+
+    Raises ValueError with a one-line message for a name that is not a device or names a CUDA
+    device this machine does not have (the entry points report it as ``error: ...``).
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit(f"error: --device {name} requested but CUDA is not available; use --device cpu")
+            raise ValueError(f"--device {name} requested but CUDA is not available; use --device cpu")
         n = torch.cuda.device_count()
         if device.index is not None and device.index >= n:
-            raise SystemExit(f"error: --device {name} requested but this machine has {n} CUDA device(s), "
+            raise ValueError(f"--device {name} requested but this machine has {n} CUDA device(s), "
                              f"cuda:0 to cuda:{n - 1}")
     return device
 
