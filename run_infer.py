@@ -31,6 +31,11 @@ class InferError(RuntimeError):
     """Reported as ``error: ...`` with exit code 2."""
 
 
+#: Smallest ``--tile``: every tile recomputes a halo of 8+ pixels on each side, so a t-pixel
+#: tile costs ((t + 16) / t)^2 times the work: 2.3x at 32, 40x at 3 (a typo that looks like a hang).
+MIN_TILE = 32
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = FuseConfig()
     p = argparse.ArgumentParser(
@@ -60,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "clip = keep intensities, clip to 0..255")
     p.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda")
     p.add_argument("--tile", type=int, default=d.tile,
-                   help="tile size (exact, with a halo); 0 = automatic (192 on CPU, for speed; on GPU "
-                        "only above 1600x1600 pixels), -1 = never")
+                   help=f"tile size (exact, with a halo), at least {MIN_TILE}; 0 = automatic (192 on CPU, "
+                        "for speed; on GPU only above 1600x1600 pixels), -1 = never")
     p.add_argument("--eval", action="store_true",
                    help="score each fused set with run_eval.py's standard profile; print the mean row")
     p.add_argument("--skip_bad", action="store_true",
@@ -143,6 +148,9 @@ def output_file(out_dir: Path, pair: Pair) -> Path:
 def run(args) -> int:
     if args.l1_radius < 0:
         raise InferError("--l1_radius must be >= 0")
+    if args.tile not in (0, -1) and args.tile < MIN_TILE:
+        raise InferError(f"--tile {args.tile}: use 0 (automatic), -1 (never) or a size of at least {MIN_TILE} "
+                         f"(each tile recomputes an 8-pixel halo around it)")
     try:  # before anything is checked or created
         device = resolve_device(args.device)
     except ValueError as e:

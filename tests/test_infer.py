@@ -167,3 +167,16 @@ def test_bad_device_is_an_error_before_anything_is_created(tmp_path, tiny_weight
     assert rc == 2
     assert "error: --device gpu: not a device" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("tile", [3, 31, -2])
+def test_tiny_tile_is_refused(tmp_path, tiny_weights, capsys, flat_set, tile):
+    """Tiles below 32 pixels would mostly recompute their halo (40x the work at 3 pixels)."""
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "res", "--tile", tile,
+                  weights=tiny_weights)
+    assert f"--tile {tile}: use 0 (automatic), -1 (never) or a size of at least 32" in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_tile_32_is_accepted(tmp_path, tiny_weights, flat_set):
+    assert infer("--test_path", flat_set, "--output_path", tmp_path / "res", "--tile", 32, weights=tiny_weights) == 0
