@@ -168,6 +168,27 @@ def build_optimizer(model: torch.nn.Module, lr: float, pixel_range: float) -> to
                              {"params": biases, "lr": lr / pixel_range, "eps": 1e-8 * pixel_range}])
 
 
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Every out-of-range setting, one message each naming its flag (checked before anything is
+    created, so a typo costs no run folder and no traceback)."""
+    checks = [
+        (cfg.batch_size >= 1, f"--batch_size must be >= 1, got {cfg.batch_size}"),
+        (cfg.micro_batch >= 0, f"--micro_batch must be >= 0 (0 = automatic), got {cfg.micro_batch}"),
+        (cfg.image_size >= 16, f"--image_size must be >= 16 (the SSIM window is 11), got {cfg.image_size}"),
+        (cfg.num_epochs >= 1, f"--num_epochs must be >= 1, got {cfg.num_epochs}"),
+        (cfg.epoch_size is None or cfg.epoch_size >= 1, f"--epoch_size must be >= 1, got {cfg.epoch_size}"),
+        (cfg.train_num is None or cfg.train_num >= 1, f"--train_num must be >= 1, got {cfg.train_num}"),
+        (cfg.lr >= 0, f"--lr must be >= 0, got {cfg.lr}"),
+        (cfg.lr_decay > 0, f"--lr_decay must be > 0, got {cfg.lr_decay}"),
+        (cfg.pixel_range > 0, f"--pixel_range must be positive, got {cfg.pixel_range}"),
+        (0 < cfg.zoom[0] <= cfg.zoom[1], f"--zoom MIN MAX needs 0 < MIN <= MAX, got {cfg.zoom[0]} {cfg.zoom[1]}"),
+        (cfg.num_workers >= 0, f"--num_workers must be >= 0, got {cfg.num_workers}"),
+        (cfg.log_every >= 1, f"--log_every must be >= 1, got {cfg.log_every}"),
+        (cfg.save_every >= 0, f"--save_every must be >= 0 (0 = only at epoch ends), got {cfg.save_every}"),
+    ]
+    return [msg for ok, msg in checks if not ok]
+
+
 def default_micro_batch(device: torch.device | str, batch_size: int) -> int:
     """2 on a CPU, which bounds memory at any batch size (README, Performance); else the batch."""
     return 2 if torch.device(device).type == "cpu" else batch_size
@@ -217,10 +238,6 @@ RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save
 def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     if not cfg.gray:
         fail("--no-gray: colour training is not supported; the DenseFuse network is gray")
-    try:  # before the run folder is created
-        device = resolve_device(cfg.device)
-    except ValueError as e:
-        fail(str(e))
     resume = None
     if cfg.resume_path:
         try:
@@ -244,10 +261,13 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
         name = cfg.run_name or f"densefuse_l{cfg.ssim_weight}_{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.output_dir) / name
 
-    if not 0 < cfg.zoom[0] <= cfg.zoom[1]:
-        fail(f"--zoom MIN MAX needs 0 < MIN <= MAX, got {cfg.zoom[0]} {cfg.zoom[1]}")
-    if not cfg.pixel_range > 0:
-        fail(f"--pixel_range must be positive, got {cfg.pixel_range}")
+    problems = config_problems(cfg)
+    if problems:
+        fail("\nerror: ".join(problems))  # one "error:" line each
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as e:
+        fail(str(e))
 
     image_root = Path(cfg.image_path)
     if not image_root.is_dir():
@@ -395,9 +415,6 @@ def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, fr
 def main(argv=None) -> int:
     args, explicit = parse(build_parser(), argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    if cfg.save_every < 0 or cfg.batch_size < 1 or cfg.image_size < 16:
-        print("error: --batch_size must be >= 1, --image_size >= 16, --save_every >= 0", file=sys.stderr)
-        return 2
     try:
         return train(cfg, explicit)
     except TrainingError as e:

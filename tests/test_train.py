@@ -230,3 +230,35 @@ def test_bad_device_is_an_error_before_the_run_folder_is_created(images, tmp_pat
     assert train(images, tmp_path / "runs", "--device", "gpu") == 2
     assert "error: --device gpu: not a device" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--log_every", 0, "--log_every must be >= 1, got 0"),
+    ("--micro_batch", -1, "--micro_batch must be >= 0 (0 = automatic), got -1"),
+    ("--num_epochs", 0, "--num_epochs must be >= 1, got 0"),
+    ("--epoch_size", 0, "--epoch_size must be >= 1, got 0"),
+    ("--train_num", 0, "--train_num must be >= 1, got 0"),
+    ("--lr", -1, "--lr must be >= 0, got -1.0"),
+    ("--lr_decay", 0, "--lr_decay must be > 0, got 0.0"),
+    ("--num_workers", -1, "--num_workers must be >= 0, got -1"),
+    ("--save_every", -1, "--save_every must be >= 0 (0 = only at epoch ends), got -1"),
+    ("--batch_size", 0, "--batch_size must be >= 1, got 0"),
+    ("--image_size", 8, "--image_size must be >= 16 (the SSIM window is 11), got 8"),
+    ("--pixel_range", 0, "--pixel_range must be positive, got 0.0"),
+])
+def test_out_of_range_setting_is_an_error_before_the_run_folder(images, tmp_path, capsys, flag, value, message):
+    assert train(images, tmp_path / "runs", flag, value) == 2
+    err = capsys.readouterr().err
+    assert f"error: {message}\n" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_bad_setting_is_reported_at_once(images, tmp_path, capsys):
+    assert train(images, tmp_path / "runs", "--lr", "-1", "--log_every", "0") == 2
+    err = capsys.readouterr().err
+    assert "error: --lr must be >= 0" in err and "error: --log_every must be >= 1" in err
+
+
+def test_bad_zoom_is_an_error(images, tmp_path, capsys):
+    assert train(images, tmp_path / "runs", "--zoom", "2", "1") == 2
+    assert "error: --zoom MIN MAX needs 0 < MIN <= MAX, got 2.0 1.0" in capsys.readouterr().err
