@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from utils.cli import DefaultsFormatter
 from utils.evaluation import EvalError, evaluate, format_table, mean_row, write_csv, write_json
 from utils.images import ImageReadError
 from utils.metrics import CONVENTIONS, PROFILES
@@ -22,7 +23,7 @@ from utils.pairs import PairError, find_pairs, pairs_from_folders
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Score fused infrared-visible images.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("--fused", required=True, help="folder of fused images named <pair>.png")
     p.add_argument("--test_path", help="folder of source pairs (any layout run_infer.py accepts)")
     p.add_argument("--ir", help="folder of infrared sources (with --vis), matched by file name")

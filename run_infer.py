@@ -19,6 +19,7 @@ from tqdm import tqdm
 from configs import SSIM_WEIGHTS, FuseConfig, expected_sha256
 from models.fusion import STRATEGIES
 from utils.checkpoint import WeightsError, load_model
+from utils.cli import DefaultsFormatter
 from utils.devices import keep_freed_memory, resolve_device
 from utils.evaluation import evaluate, format_table, mean_row
 from utils.files import check_writable
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = FuseConfig()
     p = argparse.ArgumentParser(
         description="Fuse infrared and visible image pairs with DenseFuse.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsFormatter)
     p.add_argument("--test_path", default=d.test_path,
                    help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>) "
                         "or a folder of such folders")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from configs import SSIM_WEIGHTS, TrainConfig
 from models.densefuse import DenseFuse
 from utils.checkpoint import FORMAT, WeightsError, save_checkpoint, torch_load
+from utils.cli import DefaultsFormatter
 from utils.data import NaturalImages, check_readable, epoch_order, list_images
 from utils.devices import keep_freed_memory, resolve_device
 from utils.files import check_writable
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
         description="Train the DenseFuse autoencoder (pixel MSE + lambda*(1-SSIM)).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsFormatter)
     p.add_argument("--image_path", default=d.image_path,
                    help="folder of training images, searched recursively for "
                         "jpg/jpeg/png/bmp/tif/tiff (the paper: MS-COCO 2014 train)")

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import TEST_DATA
 from models.densefuse import DenseFuse
+from utils.cli import DefaultsFormatter
 from utils.devices import keep_freed_memory
 from utils.fusion import fuse_gray, postprocess, prepare_model
 from utils.images import to_uint8
@@ -295,7 +296,7 @@ def available_mib() -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition (for tests)")

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
 from utils.checkpoint import load_model
+from utils.cli import DefaultsFormatter
 from utils.evaluation import evaluate, mean_row
 from utils.fusion import fuse_pairs, prepare_model
 from utils.images import load_image
@@ -71,7 +72,7 @@ def fmt(v: float) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("--ours", default=str(SHIPPED_WEIGHTS), help="our weights")
     p.add_argument("--official", required=True, help="reference weights (e.g. the official TF zip)")
     p.add_argument("--ssim_weight", type=int, default=100, help="lambda of the reference checkpoint")

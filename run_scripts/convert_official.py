@@ -17,11 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import SSIM_WEIGHTS
 from utils.checkpoint import WeightsError, load_model, save_checkpoint
+from utils.cli import DefaultsFormatter
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("weights", help="official TF checkpoint (zip, folder, prefix, .index) or .model")
     p.add_argument("-o", "--output", required=True, help="project checkpoint to write (.pt)")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,

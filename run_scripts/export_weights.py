@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import ROOT
 from utils.checkpoint import FORMAT, WeightsError, atomic_torch_save, model_from_state, sha256_file, torch_load
+from utils.cli import DefaultsFormatter
 
 
 def load_run_checkpoint(checkpoint: Path) -> dict:
@@ -57,7 +58,7 @@ def update_configs(path: Path, digest: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("checkpoint", help="a run_train.py checkpoint (.pt)")
     p.add_argument("--out_dir", default=str(ROOT / "weights"), help="where to write the file")
     p.add_argument("--name", help="file name prefix; None means densefuse_gray_l<lambda of the checkpoint>")

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
 from utils.checkpoint import load_model
+from utils.cli import DefaultsFormatter
 from utils.fusion import fuse_images, prepare_model
 from utils.images import load_image
 from utils.pairs import find_pairs
@@ -54,7 +55,7 @@ def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("--weights", default=str(SHIPPED_WEIGHTS), help="weights to fuse with")
     p.add_argument("--pairs", nargs="+", default=["Tno:1", "Tno:7", "Tno:15", "Road:FLIR_05857"],
                    help="SET:PAIR names under data_test/")

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import DefaultsFormatter
+
 
 def read_scalars(log_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -77,7 +81,7 @@ def _panel(ax, tag: str, x: np.ndarray, y: np.ndarray, k: int, run_name: str) ->
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Plot a training run's loss curves to PNG.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("run", nargs="+", help="run folder(s) (with logs/) or their logs/ folders; "
                    "several runs are drawn as rows of one picture")
     p.add_argument("--out", help="output PNG; default <first run>/loss.png")

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
 from utils.checkpoint import load_model
+from utils.cli import DefaultsFormatter
 from utils.evaluation import evaluate, mean_row
 from utils.fusion import fuse_pairs, prepare_model
 from utils.images import load_image, save_image
@@ -40,7 +41,7 @@ def average_baseline(pairs, folder: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=DefaultsFormatter)
     ap.add_argument("--weights", default=str(SHIPPED_WEIGHTS), help="the project's weights")
     ap.add_argument("--official", help="also the official weights (TF zip/checkpoint or .model)")
     ap.add_argument("--ssim_weight", type=int, default=100, help="lambda of the official checkpoint")
