@@ -261,6 +261,10 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     else:
         name = cfg.run_name or f"densefuse_l{cfg.ssim_weight}_{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.output_dir) / name
+        earlier = sorted((run_dir / "checkpoints").glob("*.pt"))
+        if earlier:  # a new run would overwrite them and mix its logs into theirs
+            fail(f"{run_dir} already holds a run ({earlier[0].name}, ...); choose another --run_name, "
+                 f"or continue it with --resume_path {run_dir / 'checkpoints' / 'last.pt'}")
 
     problems = config_problems(cfg)
     if problems:

@@ -262,3 +262,14 @@ def test_every_bad_setting_is_reported_at_once(images, tmp_path, capsys):
 def test_bad_zoom_is_an_error(images, tmp_path, capsys):
     assert train(images, tmp_path / "runs", "--zoom", "2", "1") == 2
     assert "error: --zoom MIN MAX needs 0 < MIN <= MAX, got 2.0 1.0" in capsys.readouterr().err
+
+
+def test_new_run_never_overwrites_an_earlier_one(images, tmp_path, capsys):
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2") == 0
+    last = tmp_path / "runs" / "r" / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    capsys.readouterr()
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2", "--seed", "1") == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and f"--resume_path {last}" in err
+    assert last.read_bytes() == before
