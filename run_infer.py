@@ -4,12 +4,15 @@
     python run_infer.py --test_path data_test/Road       # one set (or a folder of sets)
     python run_infer.py --ir a.png --vis b.png           # one pair -> data_result/pair/
 
-Outputs: ``<output_path>/<Set>_fusion/<pair name>.png`` (8-bit; colour if the visible image is).
-Every input is read and checked before anything is fused or written.
+Outputs: ``<output_path>/<Set>_fusion/<pair name>.png`` (8-bit; colour if the visible image is),
+and beside them ``fusion_settings.json``, the settings that made them. Every input is read and
+checked before anything is fused or written; results made with other settings are never
+replaced unless ``--overwrite`` says so.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
 from utils.devices import keep_freed_memory, resolve_device
 from utils.evaluation import evaluate, format_table, mean_row
-from utils.files import check_writable
+from utils.files import atomic_write, check_writable
 from utils.fusion import OUTPUT_MODES, fuse_pairs, prepare_model
 from utils.images import ImageReadError, load_image
 from utils.pairs import FLAT_PATTERN, Pair, PairError, find_pairs, find_sets
@@ -31,6 +34,9 @@ from utils.pairs import FLAT_PATTERN, Pair, PairError, find_pairs, find_sets
 class InferError(RuntimeError):
     """Reported as ``error: ...`` with exit code 2."""
 
+
+#: Written into every output folder: what decided the pixels of the fused images in it.
+SETTINGS_FILE = "fusion_settings.json"
 
 #: Smallest ``--tile``: every tile recomputes a halo of 8+ pixels on each side, so a t-pixel
 #: tile costs ((t + 16) / t)^2 times the work: 2.3x at 32, 40x at 3 (a typo that looks like a hang).
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score each fused set with run_eval.py's standard profile; print the mean row")
     p.add_argument("--skip_bad", action="store_true",
                    help="fuse the good pairs and list the bad ones instead of stopping")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace fused images made with other settings (recorded in each output folder's "
+                        f"{SETTINGS_FILE}); without it such a folder is an error and nothing is written")
     return p
 
 
@@ -146,6 +155,33 @@ def output_file(out_dir: Path, pair: Pair) -> Path:
     return path
 
 
+def fusion_settings(args) -> dict:
+    """What decides the fused pixels (tile size and device do not: tiling is exact)."""
+    return {"weights": Path(args.weights).name, "ssim_weight": args.ssim_weight, "strategy": args.strategy,
+            "l1_radius": args.l1_radius if args.strategy == "l1_norm" else None,
+            "output_mode": args.output_mode}
+
+
+def replaced_results(pairs: list[Pair], out_dir: Path, settings: dict) -> str | None:
+    """Why fusing ``pairs`` into ``out_dir`` with ``settings`` would replace or mix in with
+    results made otherwise; None if it would not (a new folder, or the same settings again)."""
+    recorded = out_dir / SETTINGS_FILE
+    if recorded.is_file():
+        try:
+            old = json.loads(recorded.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old == settings:
+            return None
+        made = (", ".join(f"{k} {v}" for k, v in old.items() if v is not None) if isinstance(old, dict)
+                else f"settings it cannot read ({recorded})")
+        return f"{out_dir} holds results made with {made}"
+    earlier = [p for p in pairs if output_file(out_dir, p).exists()]
+    if earlier:
+        return f"{out_dir} holds {len(earlier)} fused image(s) of an earlier run ({earlier[0].name}.png ...)"
+    return None
+
+
 def run(args) -> int:
     if args.l1_radius < 0:
         raise InferError("--l1_radius must be >= 0")
@@ -175,6 +211,12 @@ def run(args) -> int:
         model, info = load_model(weights, expected_sha256(weights), args.ssim_weight)
     except WeightsError as e:
         raise InferError(str(e)) from None
+    settings = fusion_settings(args)
+    if not args.overwrite:
+        clashes = [c for _, pairs, out_dir in checked if pairs and (c := replaced_results(pairs, out_dir, settings))]
+        if clashes:
+            raise InferError("\n  ".join([*clashes, "pass --output_path DIR for a new folder, or --overwrite to "
+                                                    "replace them; nothing was written"]))
     for _, pairs, out_dir in checked:
         if pairs and (problem := check_writable(out_dir)):
             raise InferError(problem)
@@ -183,6 +225,10 @@ def run(args) -> int:
     print(f"weights: {weights} ({info['kind']}); strategy {args.strategy}, output {args.output_mode}, "
           f"device {device}")
     for name, pairs, out_dir in checked:
+        if not pairs:
+            continue
+        # Before the images, so that an interrupted run's files are labelled too.
+        atomic_write(out_dir / SETTINGS_FILE, lambda fh: fh.write(json.dumps(settings, indent=1).encode()))
         t0 = time.perf_counter()
         fuse_pairs(model, pairs, out_dir, args.strategy, args.l1_radius, args.output_mode, device,
                    args.tile, desc=name)

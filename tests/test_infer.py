@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -21,7 +22,7 @@ def test_flat_layout_writes_every_pair(flat_set, tmp_path, tiny_weights):
     out = tmp_path / "res"
     assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
     files = sorted(p.name for p in (out / "Flat_fusion").iterdir())
-    assert files == ["1.png", "2.png", "3.png"]
+    assert files == ["1.png", "2.png", "3.png", "fusion_settings.json"]
     img = np.asarray(Image.open(out / "Flat_fusion" / "1.png"))
     assert img.shape == (21, 17) and img.dtype == np.uint8
     assert img.min() == 0 and img.max() == 255  # minmax output mode
@@ -107,7 +108,8 @@ def test_skip_bad_fuses_the_rest(tmp_path, tiny_weights, capsys, flat_set):
     out = tmp_path / "res"
     rc = infer("--test_path", flat_set, "--output_path", out, "--skip_bad", weights=tiny_weights)
     assert rc == 1 and "IR4.png" in capsys.readouterr().err
-    assert sorted(p.name for p in (out / "Flat_fusion").iterdir()) == ["1.png", "2.png", "3.png"]
+    written = sorted(p.name for p in (out / "Flat_fusion").iterdir())
+    assert written == ["1.png", "2.png", "3.png", "fusion_settings.json"]
 
 
 def test_missing_partners_all_listed(tmp_path, tiny_weights, capsys, flat_set):
@@ -180,3 +182,37 @@ def test_tiny_tile_is_refused(tmp_path, tiny_weights, capsys, flat_set, tile):
 
 def test_tile_32_is_accepted(tmp_path, tiny_weights, flat_set):
     assert infer("--test_path", flat_set, "--output_path", tmp_path / "res", "--tile", 32, weights=tiny_weights) == 0
+
+
+def test_results_of_other_settings_are_never_replaced(tmp_path, tiny_weights, capsys, flat_set):
+    out = tmp_path / "res"
+    assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
+    folder = out / "Flat_fusion"
+    recorded = json.loads((folder / "fusion_settings.json").read_text())
+    assert recorded == {"weights": tiny_weights.name, "ssim_weight": None, "strategy": "add",
+                        "l1_radius": None, "output_mode": "minmax"}
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # The same settings again (tiling does not change the pixels): fine.
+    assert infer("--test_path", flat_set, "--output_path", out, "--tile", 32, weights=tiny_weights) == 0
+    capsys.readouterr()
+    # Other settings: refused, naming the folder and what made its results; nothing is touched.
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", out, "--strategy", "l1_norm",
+                  weights=tiny_weights)
+    assert f"{folder} holds results made with weights {tiny_weights.name}, strategy add, output_mode minmax" in err
+    assert "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # --overwrite replaces them and records the new settings.
+    assert infer("--test_path", flat_set, "--output_path", out, "--strategy", "l1_norm", "--overwrite",
+                 weights=tiny_weights) == 0
+    assert json.loads((folder / "fusion_settings.json").read_text())["strategy"] == "l1_norm"
+    assert (folder / "1.png").read_bytes() != before["1.png"]
+
+
+def test_unlabelled_earlier_results_are_not_replaced(tmp_path, tiny_weights, capsys, flat_set):
+    """Fused images without a settings file (another program, an older version) count as other settings."""
+    folder = tmp_path / "res" / "Flat_fusion"
+    write_gray(folder / "2.png", 8, 8, 0)
+    before = (folder / "2.png").read_bytes()
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "res", weights=tiny_weights)
+    assert f"{folder} holds 1 fused image(s) of an earlier run (2.png ...)" in err
+    assert (folder / "2.png").read_bytes() == before and not (folder / "1.png").exists()
