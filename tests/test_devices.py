@@ -33,6 +33,12 @@ def test_cuda_index_beyond_the_machine_is_a_clear_error(monkeypatch):
         devices.resolve_device("cuda:2")
 
 
+def test_mps_without_mps_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"--device mps requested but MPS \(Apple GPU\) is not available"):
+        devices.resolve_device("mps")
+
+
 def test_unknown_device_name_is_a_clear_error():
     with pytest.raises(ValueError, match=r"--device gpu: not a device; use auto, cpu, cuda, cuda:N or mps"):
         devices.resolve_device("gpu")

@@ -34,6 +34,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         if device.index is not None and device.index >= n:
             raise ValueError(f"--device {name} requested but this machine has {n} CUDA device(s), "
                              f"cuda:0 to cuda:{n - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name} requested but MPS (Apple GPU) is not available; use --device cpu")
     return device
 
 
