@@ -26,13 +26,13 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
-from utils.checkpoint import load_model
+from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
 from utils.evaluation import evaluate, mean_row
 from utils.fusion import fuse_pairs, prepare_model
 from utils.images import load_image
 from utils.metrics import STANDARD
-from utils.pairs import find_pairs
+from utils.pairs import PairError, find_pairs
 
 from figures import montage
 
@@ -85,8 +85,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     out = Path(args.out)
-    ours, _ = load_model(args.ours, expected_sha256(args.ours))
-    ref, ref_info = load_model(args.official, ssim_weight=args.ssim_weight)
+    try:
+        sets = {s: find_pairs(s)[1] for s in args.sets}  # listed once, used by every section below
+        ours, _ = load_model(args.ours, expected_sha256(args.ours))
+        ref, ref_info = load_model(args.official, ssim_weight=args.ssim_weight)
+    except (PairError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     models = {"ours": prepare_model(ours), "reference": prepare_model(ref)}
     report = {"ours": args.ours, "reference": args.official, "reference_info": ref_info,
               "psnr": {}, "fusion": {}}
@@ -100,10 +105,8 @@ def main(argv=None) -> int:
            f"ours {ratios['ours']:.4f}, reference {ratios['reference']:.4f}", ""]
     md += ["### Reconstruction PSNR (dB, 0-255, float output vs 8-bit input)", "",
            "| set | images | ours | reference | ours min |", "|---|---|---|---|---|"]
-    sets = {}  # listed once, used by every section below
-    for s in args.sets:
-        _, pairs = find_pairs(s)
-        sets[s] = pairs[:args.limit] if args.limit else pairs
+    if args.limit:
+        sets = {s: pairs[:args.limit] for s, pairs in sets.items()}
     for s, pairs in sets.items():
         vals = {k: [] for k in models}
         for _, img in tqdm(list(set_images(pairs)), desc=f"PSNR {Path(s).name}"):

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
-from utils.checkpoint import load_model
+from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
 from utils.fusion import fuse_images, prepare_model
 from utils.images import load_image
@@ -61,7 +61,11 @@ def main(argv=None) -> int:
                    help="SET:PAIR names under data_test/")
     p.add_argument("--out", default=str(ROOT / "docs" / "examples.png"), help="PNG to write")
     args = p.parse_args(argv)
-    model = prepare_model(load_model(args.weights, expected_sha256(args.weights))[0])
+    try:
+        model = prepare_model(load_model(args.weights, expected_sha256(args.weights))[0])
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows = []
     for spec in args.pairs:
         set_name, name = spec.split(":", 1)

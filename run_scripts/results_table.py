@@ -21,13 +21,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
-from utils.checkpoint import load_model
+from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
 from utils.evaluation import evaluate, mean_row
 from utils.fusion import fuse_pairs, prepare_model
 from utils.images import load_image, save_image
 from utils.metrics import PROFILES
-from utils.pairs import find_pairs
+from utils.pairs import PairError, find_pairs
 
 MODES = {"add": "minmax", "mean": "clip", "l1_norm": "clip", "max": "clip"}
 
@@ -54,14 +54,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     out = Path(args.out)
-    models = {"ours": prepare_model(load_model(args.weights, expected_sha256(args.weights))[0])}
-    if args.official:
-        models["official"] = prepare_model(load_model(args.official, ssim_weight=args.ssim_weight)[0])
+    try:
+        sets = {s: find_pairs(s)[1] for s in args.sets}
+        models = {"ours": prepare_model(load_model(args.weights, expected_sha256(args.weights))[0])}
+        if args.official:
+            models["official"] = prepare_model(load_model(args.official, ssim_weight=args.ssim_weight)[0])
+    except (PairError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     md = []
-    for s in args.sets:
+    for s, pairs in sets.items():
         set_name = Path(s).name
-        _, pairs = find_pairs(s)
         methods = {}
         base = out / f"{set_name}_average"
         average_baseline(pairs, base)

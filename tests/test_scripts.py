@@ -153,3 +153,22 @@ def test_results_table_and_figure(tmp_path, tiny_weights):
     assert figures.main(["--weights", str(tiny_weights), "--pairs", "Tno:1", "Road:FLIR_05857",
                          "--out", str(tmp_path / "ex.png")]) == 0
     assert (tmp_path / "ex.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("compare_weights", ["--official", "{missing}"], "{missing}: weights file not found"),
+    ("compare_weights", ["--ours", "{weights}", "--official", "{weights}", "--sets", "{missing}"],
+     "{missing}: folder not found"),
+    ("results_table", ["--weights", "{missing}"], "{missing}: weights file not found"),
+    ("results_table", ["--weights", "{weights}", "--sets", "{missing}"], "{missing}: folder not found"),
+    ("figures", ["--weights", "{missing}"], "{missing}: weights file not found"),
+])
+def test_report_scripts_name_a_missing_file(tmp_path, tiny_weights, capsys, script, args, message):
+    """A wrong path is one 'error:' line naming it (exit 2), not a traceback, and nothing is written."""
+    sys.path.insert(0, str(ROOT / "run_scripts"))
+    module = __import__(script)
+    fill = {"missing": str(tmp_path / "nope"), "weights": str(tiny_weights)}
+    out = ["--out", str(tmp_path / ("ex.png" if script == "figures" else "out"))]
+    assert module.main([a.format(**fill) for a in args] + out) == 2
+    assert f"error: {message.format(**fill)}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
