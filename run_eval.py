@@ -16,6 +16,7 @@ from pathlib import Path
 
 from utils.cli import DefaultsFormatter
 from utils.evaluation import EvalError, evaluate, format_table, mean_row, write_csv, write_json
+from utils.files import check_writable
 from utils.images import ImageReadError
 from utils.metrics import CONVENTIONS, PROFILES
 from utils.pairs import PairError, find_pairs, pairs_from_folders
@@ -50,6 +51,11 @@ def main(argv=None) -> int:
         fused = Path(args.fused)
         if not fused.is_dir():
             raise EvalError(f"{fused}: folder not found")
+        for out in filter(None, (args.csv, args.json)):  # before minutes of scoring, not after
+            if Path(out).is_dir():
+                raise EvalError(f"{out}: is a folder; give a file name for --csv/--json")
+            if problem := check_writable(Path(out).parent, probe_bytes=1):
+                raise EvalError(problem)
         rows, colour = evaluate(pairs, fused, args.profile, args.metrics, progress=not args.quiet)
     except (EvalError, PairError, ImageReadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

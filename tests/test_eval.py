@@ -83,3 +83,11 @@ def test_infer_eval_prints_mean_row(tmp_path, tiny_weights, capsys):
                            str(tiny_weights), "--device", "cpu", "--eval"]) == 0
     out = capsys.readouterr().out
     assert "standard-profile metrics" in out and "MS-SSIM" in out and "mean" in out
+
+
+@pytest.mark.parametrize("flag", ["--csv", "--json"])
+def test_output_that_is_a_folder_fails_before_scoring(fused, flat_set, tmp_path, capsys, flag):
+    rc = run_eval.main(["--fused", str(fused), "--test_path", str(flat_set), flag, str(tmp_path)])
+    captured = capsys.readouterr()
+    assert rc == 2 and f"error: {tmp_path}: is a folder; give a file name for --csv/--json" in captured.err
+    assert "mean" not in captured.out  # nothing was scored
