@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from configs import SSIM_WEIGHTS, TrainConfig
+from configs import SSIM_WEIGHTS, TrainConfig, expected_sha256
 from models.densefuse import DenseFuse
-from utils.checkpoint import FORMAT, WeightsError, save_checkpoint, torch_load
+from utils.checkpoint import FORMAT, WeightsError, load_model, save_checkpoint, torch_load
 from utils.cli import DefaultsFormatter
 from utils.data import NaturalImages, check_readable, epoch_order, list_images
 from utils.devices import keep_freed_memory, resolve_device
@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=d.ssim_weight,
                    help="lambda, the weight of the SSIM loss (paper: 1, 10, 100, 1000)")
     p.add_argument("--init_from", default=d.init_from,
-                   help="start a new run from the weights of a run_train.py checkpoint (fine-tuning: "
-                        "fresh optimizer, schedule and step count)")
+                   help="start a new run from these weights (fine-tuning: fresh optimizer, schedule and "
+                        "step count): a run_train.py checkpoint or a shipped/exported weights file")
     p.add_argument("--resume_path", default=d.resume_path,
                    help="checkpoint to continue (same run folder, epoch, step, lr, optimizer)")
     p.add_argument("--num_workers", type=int, default=d.num_workers,
@@ -273,6 +273,17 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
         device = resolve_device(cfg.device)
     except ValueError as e:
         fail(str(e))
+    init = None
+    if cfg.init_from and resume is None:
+        try:
+            init, info = load_model(cfg.init_from, expected_sha256(cfg.init_from), cfg.ssim_weight)
+        except WeightsError as e:
+            fail(str(e))
+        if info["kind"].startswith("official"):
+            # The importer rescales their first and last layers for [0,1] inputs: exact for fusion,
+            # but with Adam's fixed step size a fine-tuning run from it diverged at once.
+            fail(f"{cfg.init_from}: {info['kind']}; --init_from takes this project's weights "
+                 f"(a run_train.py checkpoint or a shipped/exported file)")
 
     image_root = Path(cfg.image_path)
     if not image_root.is_dir():
@@ -308,14 +319,8 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     criterion = DenseFuseLoss(cfg.ssim_weight)
     epoch0, step, best = 0, 0, math.inf
-    if cfg.init_from and resume is None:
-        try:
-            init = torch_load(cfg.init_from)
-        except WeightsError as e:
-            fail(str(e))
-        if not isinstance(init, dict) or init.get("format") != FORMAT:
-            fail(f"{cfg.init_from}: --init_from takes a run_train.py checkpoint")
-        model.load_state_dict(init["model"])
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])

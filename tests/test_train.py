@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import run_train
-from tests.conftest import write_gray
+from tests.conftest import SHARED, write_gray
 
 
 @pytest.fixture
@@ -273,3 +273,22 @@ def test_new_run_never_overwrites_an_earlier_one(images, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already holds a run" in err and f"--resume_path {last}" in err
     assert last.read_bytes() == before
+
+
+def test_init_from_a_weights_file_starts_from_those_weights(images, tmp_path, tiny_weights):
+    """--init_from takes a bare state_dict (a shipped or exported file) as well as a checkpoint;
+    with --lr 0 the run's weights are exactly the file's."""
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2", "--lr", "0",
+                 "--init_from", tiny_weights) == 0
+    got = weights(tmp_path / "runs" / "r" / "checkpoints" / "last.pt")
+    want = torch.load(tiny_weights, weights_only=True)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.skipif(not (SHARED / "weights/official/densefuse_gray.model").is_file(),
+                    reason="../shared/weights/official not present")
+def test_init_from_official_weights_is_refused_before_the_run_folder(images, tmp_path, capsys):
+    official = SHARED / "weights/official/densefuse_gray.model"
+    assert train(images, tmp_path / "runs", "--init_from", official) == 2
+    assert "--init_from takes this project's weights" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
