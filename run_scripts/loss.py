@@ -64,6 +64,8 @@ def plot(runs: dict[str, dict], out: Path, k: int) -> None:
 
 
 def _panel(ax, tag: str, x: np.ndarray, y: np.ndarray, k: int, run_name: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs: no "2.5" ticks
     if tag.startswith("loss/"):
         ax.plot(x, y, color="0.8", lw=0.6, label="raw")
         ax.plot(x, smooth(y, k), lw=1.4, label=f"mean of {k}")

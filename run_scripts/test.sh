@@ -10,7 +10,7 @@ if [ -z "${IMAGE_PATH:-}" ]; then
   echo "*** DEMO: no IMAGE_PATH given, training 2 short epochs on the 8 bundled sample images"
   echo "*** (data_train_sample/). For real training: IMAGE_PATH=/path/to/images bash $0"
   exec "$PYTHON" run_train.py --image_path data_train_sample --num_epochs 2 --epoch_size 16 \
-    --batch_size 2 --run_name "demo_$(date +%Y%m%d-%H%M%S)" "$@"
+    --batch_size 2 --log_every 1 --run_name "demo_$(date +%Y%m%d-%H%M%S)" "$@"
 fi
 # The paper: MS-COCO resized to 256x256, Adam 1e-4, batch 2, 4 epochs, lambda = 100.
 exec "$PYTHON" run_train.py --image_path "$IMAGE_PATH" --image_size 256 --batch_size 2 \
