@@ -15,12 +15,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> cuda if available, else mps if available, else cpu; other names are checked.
 
     Raises ValueError with a one-line message for a name that is not a device or names a CUDA
-    device this machine does not have (the entry points report it as ``error: ...``).
+    or MPS device this machine does not have (the entry points report it as ``error: ...``).
     """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
