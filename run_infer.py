@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from configs import SSIM_WEIGHTS, FuseConfig, expected_sha256
+from configs import SSIM_WEIGHTS, FuseConfig
 from models.fusion import STRATEGIES
 from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
@@ -208,7 +208,7 @@ def run(args) -> int:
 
     weights = Path(args.weights)
     try:
-        model, info = load_model(weights, expected_sha256(weights), args.ssim_weight)
+        model, info = load_model(weights, args.ssim_weight)
     except WeightsError as e:
         raise InferError(str(e)) from None
     settings = fusion_settings(args)

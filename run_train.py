@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from configs import SSIM_WEIGHTS, TrainConfig, expected_sha256
+from configs import SSIM_WEIGHTS, TrainConfig
 from models.densefuse import DenseFuse
 from utils.checkpoint import FORMAT, WeightsError, load_model, save_checkpoint, torch_load
 from utils.cli import DefaultsFormatter
@@ -276,7 +276,7 @@ def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     init = None
     if cfg.init_from and resume is None:
         try:
-            init, info = load_model(cfg.init_from, expected_sha256(cfg.init_from), cfg.ssim_weight)
+            init, info = load_model(cfg.init_from, cfg.ssim_weight)
         except WeightsError as e:
             fail(str(e))
         if info["kind"].startswith("official"):

@@ -57,7 +57,7 @@ class DenseBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """C1 then the dense block. (B,1,H,W) -> (B,64,H,W)."""
+    """C1 then the dense block. (B,C,H,W) -> (B,64,H,W)."""
 
     def __init__(self, in_channels: int = 1):
         super().__init__()
@@ -69,7 +69,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """C2..C5: 64->64->32->16->out, no ReLU after C5. (B,64,H,W) -> (B,1,H,W)."""
+    """C2..C5: 64->64->32->16->C, no ReLU after C5 (unless ``final_relu``). (B,64,H,W) -> (B,C,H,W)."""
 
     def __init__(self, out_channels: int = 1):
         super().__init__()
@@ -87,19 +87,28 @@ class Decoder(nn.Module):
 class DenseFuse(nn.Module):
     """DenseFuse autoencoder: ``encode`` -> fuse feature maps -> ``decode``.
 
-    ``forward(x)`` is the reconstruction used in training, (B,1,H,W) -> (B,1,H,W), any H,W >= 2
+    ``forward(x)`` is the reconstruction used in training, (B,C,H,W) -> (B,C,H,W), any H,W >= 2
     (reflection padding needs at least 2 pixels per side).
+
+    Constructor arguments (saved in every checkpoint as ``model_args``, see :meth:`model_args`):
+    ``channels`` (1 = the paper's gray network; input channels = output channels) and
+    ``final_relu`` (a ReLU after the last decoder layer, as in the authors' PyTorch port; the
+    paper and its TF code have none).
     """
 
     #: Layers applied in sequence on each path; the receptive field of ``decode(encode(x))``
     #: is (2 * 8 + 1) pixels, so a tile halo of 8 pixels reproduces the untiled result.
     RECEPTIVE_RADIUS = 8
 
-    def __init__(self, channels: int = 1):
+    def __init__(self, channels: int = 1, final_relu: bool = False):
         super().__init__()
-        self.channels = channels
         self.encoder = Encoder(channels)
         self.decoder = Decoder(channels)
+        self.decoder.layers[-1].relu = final_relu
+
+    def model_args(self) -> dict:
+        """The constructor arguments that rebuild this network: ``DenseFuse(**m.model_args())``."""
+        return {"channels": self.encoder.conv1.conv.in_channels, "final_relu": self.decoder.layers[-1].relu}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B,C,H,W) image in [0,1] -> (B,64,H,W) non-negative feature maps."""

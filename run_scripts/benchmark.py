@@ -1,9 +1,9 @@
 """Benchmark fusion and training: the project's path against a naive eager loop, in one run.
 
-    python run_scripts/benchmark.py                 # CPU, full sizes (a few minutes)
-    python run_scripts/benchmark.py --device cuda   # GPU (adds bf16 mixed precision)
-    python run_scripts/benchmark.py --amp           # CPU, with bf16 mixed precision too
-    python run_scripts/benchmark.py --smoke         # tiny sizes, seconds (used by the tests)
+    python -m run_scripts.benchmark                 # CPU, full sizes (a few minutes)
+    python -m run_scripts.benchmark --device cuda   # GPU (adds bf16 mixed precision)
+    python -m run_scripts.benchmark --amp           # CPU, with bf16 mixed precision too
+    python -m run_scripts.benchmark --smoke         # tiny sizes, seconds (used by the tests)
 
 Every figure is the median of --repeats runs after a warm-up. Ratios compare numbers taken in
 this same run, so they hold on a noisy shared machine better than absolute times. Each timed
@@ -27,9 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configs import TEST_DATA
+from configs import ROOT, TEST_DATA
 from models.densefuse import DenseFuse
 from utils.cli import DefaultsFormatter
 from utils.devices import keep_freed_memory
@@ -84,8 +82,8 @@ VARIANTS = ("naive", "naive_keep_memory", "ours")
 
 def in_fresh_process(kind: str, **kwargs) -> dict:
     """Run ``CHILDREN[kind](**kwargs)`` in a new Python process and return its result."""
-    out = subprocess.run([sys.executable, __file__, "--_child", json.dumps({"kind": kind, **kwargs})],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "run_scripts.benchmark", "--_child", json.dumps({"kind": kind, **kwargs})],
+                         capture_output=True, text=True, check=False, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child {kind} {kwargs} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])

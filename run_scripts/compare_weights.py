@@ -1,6 +1,6 @@
 """Compare two DenseFuse weight files: reconstruction PSNR and fusion metrics, same settings.
 
-    python run_scripts/compare_weights.py --official ../shared/weights/official/densefuse_gray_tf_ckpt.zip
+    python -m run_scripts.compare_weights --official ../shared/weights/official/densefuse_gray_tf_ckpt.zip
 
 By default "ours" is the shipped file and the reference is the official lambda = 1e2 checkpoint
 (read through the importer). For every image of every set: reconstruction PSNR (dB, peak 255,
@@ -23,9 +23,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
+from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA
 from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
 from utils.evaluation import evaluate, mean_row
@@ -34,7 +32,7 @@ from utils.images import load_image
 from utils.metrics import STANDARD
 from utils.pairs import PairError, find_pairs
 
-from figures import montage
+from run_scripts.figures import montage
 
 SETTINGS = [("add", "minmax"), ("mean", "clip"), ("l1_norm", "clip")]
 #: Metrics where lower is better (none in the standard profile; listed for clarity).
@@ -87,7 +85,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     try:
         sets = {s: find_pairs(s)[1] for s in args.sets}  # listed once, used by every section below
-        ours, _ = load_model(args.ours, expected_sha256(args.ours))
+        ours, _ = load_model(args.ours)
         ref, ref_info = load_model(args.official, ssim_weight=args.ssim_weight)
     except (PairError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Convert the DenseFuse authors' released weights into a project checkpoint.
 
-    python run_scripts/convert_official.py densefuse_gray_tf_ckpt.zip --ssim_weight 100 -o official_l100.pt
-    python run_scripts/convert_official.py densefuse_gray.model -o official_pytorch.pt
+    python -m run_scripts.convert_official densefuse_gray_tf_ckpt.zip --ssim_weight 100 -o official_l100.pt
+    python -m run_scripts.convert_official densefuse_gray.model -o official_pytorch.pt
 
 The result takes [0, 1] inputs like every project checkpoint (see utils/official.py). It is
 for your own use: the official weights carry no licence, so never commit or redistribute it.
@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import SSIM_WEIGHTS
 from utils.checkpoint import WeightsError, load_model, save_checkpoint
@@ -37,8 +35,7 @@ def main(argv=None) -> int:
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    config = {"source": str(args.weights), "final_relu": model.decoder.layers[-1].relu,
-              **{k: v for k, v in info.items() if k != "kind"}, "kind": info["kind"]}
+    config = {"source": str(args.weights), **{k: v for k, v in info.items() if k != "kind"}, "kind": info["kind"]}
     save_checkpoint(out, model, config, epoch=0, step=0)
     print(f"{out}: {info['kind']}" + (f", lambda={info.get('ssim_weight')}" if info.get("ssim_weight") else ""))
     return 0

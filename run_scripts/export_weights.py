@@ -1,8 +1,8 @@
 """Turn a run_train.py checkpoint into a shippable weight file.
 
-    python run_scripts/export_weights.py runs/<run>/checkpoints/best.pt --update_configs
+    python -m run_scripts.export_weights runs/<run>/checkpoints/best.pt --update_configs
 
-Writes ``weights/<name>_<sha8>.pth``: the model's fp32 state_dict only (about 300 KB), named
+Writes ``weights/<name>_<sha8>.pth``: the model's fp32 state_dict and its ``model_args`` (about 300 KB), named
 with the first 8 hex digits of its SHA-256; the name defaults to ``densefuse_gray_l<lambda>``
 from the checkpoint's own config. ``--update_configs`` points configs.py's default weights
 (SHIPPED_WEIGHTS/SHIPPED_SHA256, lambda = 100) at it, and refuses any other lambda; the full
@@ -15,10 +15,9 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from configs import ROOT
-from utils.checkpoint import FORMAT, WeightsError, atomic_torch_save, model_from_state, sha256_file, torch_load
+from utils.checkpoint import (FORMAT, WEIGHTS_FORMAT, WeightsError, atomic_torch_save, model_from_state, sha256_file,
+                              torch_load)
 from utils.cli import DefaultsFormatter
 
 
@@ -38,9 +37,10 @@ def checkpoint_lambda(obj: dict) -> int | None:
 def export(checkpoint: Path, out_dir: Path, name: str, obj: dict | None = None) -> tuple[Path, str]:
     """``obj``: the checkpoint already loaded, if the caller has it."""
     obj = obj if obj is not None else load_run_checkpoint(checkpoint)
-    state = model_from_state(obj["model"], str(checkpoint)).state_dict()
+    model = model_from_state(obj["model"], str(checkpoint), obj.get("model_args"))
+    state = {k: v.float().contiguous() for k, v in model.state_dict().items()}
     tmp = out_dir / f".{name}.export.pth"
-    atomic_torch_save({k: v.float().contiguous() for k, v in state.items()}, tmp)
+    atomic_torch_save({"format": WEIGHTS_FORMAT, "model": state, "model_args": model.model_args()}, tmp)
     digest = sha256_file(tmp)
     final = out_dir / f"{name}_{digest[:8]}.pth"
     tmp.replace(final)

@@ -1,6 +1,6 @@
 """Pictures for the README: IR | visible | fused for a few pairs.
 
-    python run_scripts/figures.py                       # shipped weights -> docs/examples.png
+    python -m run_scripts.figures                       # shipped weights -> docs/examples.png
 
 Uses the default settings of run_infer.py (add, minmax) and keeps colour where the visible
 image has it.
@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA, expected_sha256
+from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA
 from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
 from utils.fusion import fuse_images, prepare_model
@@ -62,7 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "examples.png"), help="PNG to write")
     args = p.parse_args(argv)
     try:
-        model = prepare_model(load_model(args.weights, expected_sha256(args.weights))[0])
+        model = prepare_model(load_model(args.weights)[0])
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

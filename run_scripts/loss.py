@@ -1,8 +1,8 @@
 """Draw the loss curves of a training run into a PNG (the seed's loss.jpg).
 
-    python run_scripts/loss.py runs/<run>            # writes runs/<run>/loss.png
-    python run_scripts/loss.py runs/<run> --out loss.png --smooth 50
-    python run_scripts/loss.py runs/<stage1> runs/<stage2> --out loss.png   # one row per run
+    python -m run_scripts.loss runs/<run>            # writes runs/<run>/loss.png
+    python -m run_scripts.loss runs/<run> --out loss.png --smooth 50
+    python -m run_scripts.loss runs/<stage1> runs/<stage2> --out loss.png   # one row per run
 
 Reads the TensorBoard event files in ``<run>/logs`` (pixel, SSIM, total loss per step and,
 if present, validation PSNR per epoch). Several runs (e.g. the stages of a training continued
@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import DefaultsFormatter
 

@@ -1,7 +1,6 @@
 """Shared fixtures: tiny generated images and weights, so the suite runs on CPU in minutes."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,9 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-from models.densefuse import DenseFuse  # noqa: E402
+from models.densefuse import DenseFuse
 
 
 def write_gray(path: Path, h: int, w: int, seed: int) -> Path:

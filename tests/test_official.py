@@ -14,8 +14,7 @@ OFFICIAL = SHARED / "weights" / "official"
 TF_ZIP = OFFICIAL / "densefuse_gray_tf_ckpt.zip"
 PT_MODEL = OFFICIAL / "densefuse_gray.model"
 TNO = ROOT / "data_test" / "Tno"
-sys.path.insert(0, str(ROOT / "run_scripts"))
-import compare_weights  # noqa: E402
+from run_scripts import compare_weights
 
 pytestmark = pytest.mark.skipif(not TF_ZIP.is_file(), reason="../shared/weights/official not present")
 
@@ -107,10 +106,9 @@ def test_rgb_model_refused_clearly():
 
 
 def test_convert_and_fuse_with_official(tmp_path, flat_set):
-    sys.path.insert(0, str(ROOT / "run_scripts"))
     import run_infer
 
-    import convert_official
+    from run_scripts import convert_official
     out = tmp_path / "conv.pt"
     assert convert_official.main([str(PT_MODEL), "-o", str(out)]) == 0
     assert convert_official.main([str(PT_MODEL), "-o", str(out)]) == 2  # never overwrites

@@ -12,8 +12,7 @@ from tests.conftest import ROOT
 from utils.fusion import fuse_gray, prepare_model
 from utils.losses import DenseFuseLoss
 
-sys.path.insert(0, str(ROOT / "run_scripts"))
-import benchmark
+from run_scripts import benchmark
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -33,7 +32,6 @@ def test_fast_path_equals_naive_eager_loop(strategy):
 
 
 def test_micro_batched_step_equals_whole_batch_step():
-    sys.path.insert(0, str(ROOT))
     import run_train
     torch.manual_seed(0)
     x = torch.rand(6, 1, 24, 24)
@@ -94,8 +92,7 @@ def test_benchmark_flop_counts_match_pytorchs_counter():
 
 
 FAULTS_CHILD = """
-import resource, sys
-sys.path.insert(0, {root!r})
+import resource
 import torch
 from utils.devices import keep_freed_memory
 assert keep_freed_memory(large_blocks={large})
@@ -119,9 +116,9 @@ def churn_faults(block_mib: int, large_blocks: bool) -> float:
     """Page faults while re-allocating 3 x 160 MiB in blocks of ``block_mib``, as a fraction of
     the pages touched; in a fresh process (the setting is process-wide and cannot be undone)."""
     import subprocess
-    code = FAULTS_CHILD.format(root=str(ROOT), large=large_blocks, numel=block_mib << 18,
+    code = FAULTS_CHILD.format(large=large_blocks, numel=block_mib << 18,
                                count=160 // block_mib)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return int(out.stdout.split()[-1]) / (3 * 160 * 2 ** 20 // 4096)
 
 

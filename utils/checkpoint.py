@@ -1,9 +1,12 @@
 """Checkpoints: atomic, self-describing saves and safe loading of every supported weight file.
 
-A project checkpoint is a dict ``{"format", "model", "config", "epoch", "step", "optimizer",
-"scheduler", ...}`` saved with ``torch.save`` from the bare module and loaded with
-``torch.load(weights_only=True)``, which refuses pickles that would run code. Shipped weights
-are a bare state_dict whose SHA-256 is checked before loading.
+A project checkpoint is a dict ``{"format", "model", "model_args", "config", "epoch", "step",
+"optimizer", "scheduler", ...}`` saved with ``torch.save`` from the bare module and loaded with
+``torch.load(weights_only=True)``, which refuses pickles that would run code. ``model_args`` are
+the constructor arguments of :class:`DenseFuse` (nanoGPT's convention); loading builds the model
+from them. Exported weights (``run_scripts/export_weights.py``) are ``{"format", "model",
+"model_args"}``. The shipped files are bare state_dicts of the gray paper network (a file
+without ``model_args`` means that network); their SHA-256 is checked whenever they are loaded.
 """
 from __future__ import annotations
 
@@ -16,13 +19,17 @@ import torch
 from torch import nn
 
 from models.densefuse import DenseFuse
+from utils import official
+from utils.errors import WeightsError
 from utils.files import atomic_write
 
 FORMAT = "densefuse-pytorch/1"
+#: Exported weights: the model and its arguments only.
+WEIGHTS_FORMAT = "densefuse-weights/1"
+#: What a file without ``model_args`` holds: the gray paper network.
+DEFAULT_MODEL_ARGS = {"channels": 1, "final_relu": False}
 
-
-class WeightsError(ValueError):
-    """A weight file that cannot be used; the message names the file (and key) at fault."""
+__all__ = ["FORMAT", "WEIGHTS_FORMAT", "WeightsError", "load_model", "save_checkpoint", "torch_load"]
 
 
 def bare_module(model: nn.Module) -> nn.Module:
@@ -40,9 +47,11 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 def save_checkpoint(path, model: nn.Module, config: dict, epoch: int, step: int,
                     optimizer=None, scheduler=None, **extra) -> None:
     """Write a resumable, self-describing checkpoint atomically."""
+    model = bare_module(model)
     payload = {
         "format": FORMAT,
-        "model": bare_module(model).state_dict(),
+        "model": model.state_dict(),
+        "model_args": model.model_args(),
         "config": dict(config),
         "epoch": epoch,
         "step": step,
@@ -62,19 +71,22 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def torch_load(path: str | os.PathLike):
-    """``torch.load(weights_only=True)`` on CPU with errors that name the file."""
+    """``torch.load(weights_only=True)`` on CPU with errors that name the file. A refused file
+    is never answered with PyTorch's advice to load it with ``weights_only=False``: that would
+    run whatever code the file carries."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: empty file (0 bytes), not a weights file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise WeightsError(
-            f"{path}: refused: the file needs arbitrary code to load (not a plain weights file), "
-            f"or is not a PyTorch file ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{path}: refused: not a plain weights file (loading it would need "
+                           f"arbitrary code, or it is not a PyTorch file at all)") from None
+    except Exception as e:  # torch raises many types on corrupt files; all mean "unusable"
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
-                           f"{str(e).splitlines()[0]}") from None
+                           f"{type(e).__name__}") from None
 
 
 def check_state_dict(state: dict, reference: dict, source: str) -> None:
@@ -97,47 +109,80 @@ def check_state_dict(state: dict, reference: dict, source: str) -> None:
             raise WeightsError(f"{source}: key {k!r} contains NaN or inf")
 
 
-def model_from_state(state: dict, source: str, final_relu: bool = False) -> DenseFuse:
-    """A gray DenseFuse with ``state`` loaded after :func:`check_state_dict`."""
-    model = DenseFuse()
+def check_model_args(args, source: str) -> dict:
+    """``args`` completed with the defaults, or a WeightsError naming what is wrong with them."""
+    if not isinstance(args, dict) or set(args) - set(DEFAULT_MODEL_ARGS):
+        raise WeightsError(f"{source}: malformed model_args {args!r}; expected keys {sorted(DEFAULT_MODEL_ARGS)}")
+    args = {**DEFAULT_MODEL_ARGS, **args}
+    if args["channels"] not in (1, 3) or not isinstance(args["final_relu"], bool):
+        raise WeightsError(f"{source}: model_args {args!r}: channels must be 1 or 3, final_relu true/false")
+    return args
+
+
+def model_from_state(state: dict, source: str, model_args: dict | None = None) -> DenseFuse:
+    """A DenseFuse built from ``model_args`` (default: the gray paper network) with ``state``
+    loaded after :func:`check_state_dict`, in eval mode."""
+    model = DenseFuse(**check_model_args(model_args or {}, source))
     check_state_dict(state, model.state_dict(), source)
     model.load_state_dict({k: v.float() for k, v in state.items()})
-    model.decoder.layers[-1].relu = final_relu
     return model.eval()
 
 
-def load_model(path: str | os.PathLike, expected_sha256: str | None = None,
-               ssim_weight: int | None = None) -> tuple[DenseFuse, dict]:
+def check_sha256(path: Path, expected: str) -> None:
+    digest = sha256_file(path)
+    if digest != expected:
+        raise WeightsError(f"{path}: SHA-256 {digest[:16]}... does not match the expected "
+                           f"{expected[:16]}...; the file is corrupt or was replaced")
+
+
+def load_model(path: str | os.PathLike, ssim_weight: int | None = None,
+               sha256: str | None = None) -> tuple[DenseFuse, dict]:
     """Load any supported weight file as a model that takes [0, 1] inputs.
 
-    Detected by content: a project checkpoint (dict with ``format``), a bare project
-    state_dict (the shipped weights), or an official DenseFuse release (TensorFlow checkpoint
-    files/folder/zip, or the PyTorch port's ``.model``; see ``utils/official.py``).
-    Returns ``(model, info)`` where ``info`` describes what was loaded.
+    Detected by content: a project checkpoint or exported weights (dict with ``format``), a bare
+    project state_dict (the shipped weights), or an official DenseFuse release (TensorFlow
+    checkpoint files/folder/zip, or the PyTorch port's ``.model``; see ``utils/official.py``).
+    A shipped file's SHA-256 is checked against ``configs.SHIPPED_BY_LAMBDA``; ``sha256`` checks
+    any other file. ``ssim_weight`` picks lambda in an official release holding several.
+    Returns ``(model, info)`` where ``info`` describes what was loaded (``kind``, ``sha256`` of
+    shipped files, epoch/step/config of checkpoints).
     """
-    from utils import official  # local import: utils.official imports WeightsError from here
+    from configs import expected_sha256  # the shipped files' table
 
     path = Path(path)
     if not path.exists() and not Path(str(path) + ".index").exists():
         raise WeightsError(f"{path}: weights file not found")
-    if expected_sha256 is not None:
-        digest = sha256_file(path)
-        if digest != expected_sha256:
-            raise WeightsError(f"{path}: SHA-256 {digest[:16]}... does not match the expected "
-                               f"{expected_sha256[:16]}...; the file is corrupt or was replaced")
+    expected = sha256 or expected_sha256(path)
+    if expected is not None:
+        check_sha256(path, expected)
     if official.is_tensorflow_checkpoint(path):
         state, info = official.load_tensorflow(path, ssim_weight)
         return model_from_state(state, str(path)), info
     obj = torch_load(path)
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        cfg = obj.get("config", {})
-        model = model_from_state(obj["model"], str(path), bool(cfg.get("final_relu", False)))
-        return model, {"kind": "project checkpoint", "epoch": obj.get("epoch"),
-                       "step": obj.get("step"), "config": cfg}
+    if isinstance(obj, dict) and obj.get("format") in (FORMAT, WEIGHTS_FORMAT):
+        return _from_project_file(obj, path)
     if isinstance(obj, dict) and official.is_official_pytorch(obj):
         state = official.convert_official_pytorch(obj, str(path))
-        return model_from_state(state, str(path), final_relu=True), {
+        return model_from_state(state, str(path), {"final_relu": True}), {
             "kind": "official PyTorch port (.model)", "final_relu": True}
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return model_from_state(obj, str(path)), {"kind": "project state_dict"}
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        info = {"kind": "shipped weights" if expected else "project state_dict"}
+        return model_from_state(obj, str(path)), {**info, "sha256": expected} if expected else info
     raise WeightsError(f"{path}: not a DenseFuse checkpoint (unrecognised content)")
+
+
+def _from_project_file(obj: dict, path: Path) -> tuple[DenseFuse, dict]:
+    """A project checkpoint or exported file, checked field by field (a hand-edited or damaged
+    file gives a WeightsError naming what is missing, never a KeyError)."""
+    if "model" not in obj:
+        raise WeightsError(f"{path}: checkpoint has no 'model' entry (damaged or not written by this project)")
+    cfg = obj.get("config", {})
+    if not isinstance(cfg, dict):
+        raise WeightsError(f"{path}: checkpoint 'config' is a {type(cfg).__name__}, not a dict (damaged?)")
+    # Checkpoints from before model_args recorded an imported port's ReLU in their config.
+    args = obj.get("model_args", {"final_relu": bool(cfg.get("final_relu", False))})
+    model = model_from_state(obj["model"], str(path), args)
+    if obj["format"] == WEIGHTS_FORMAT:
+        return model, {"kind": "exported weights", "model_args": model.model_args()}
+    return model, {"kind": "project checkpoint", "epoch": obj.get("epoch"), "step": obj.get("step"),
+                   "config": cfg, "model_args": model.model_args()}

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.checkpoint import WeightsError
+from utils.errors import WeightsError
 
 TF_MAGIC = 0xDB4775248B80FB57
 TF_FLOAT = 1  # tensorflow DataType DT_FLOAT
