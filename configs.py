@@ -35,6 +35,11 @@ TEST_DATA = ROOT / "data_test"
 RESULTS = ROOT / "data_result"
 
 SSIM_WEIGHTS = (1, 10, 100, 1000)
+#: Names the command lines offer, kept here so that ``--help`` needs no torch import; tests check
+#: that they are exactly the keys of ``models.fusion.STRATEGIES`` and ``utils.metrics.PROFILES``.
+STRATEGY_NAMES = ("add", "l1_norm", "max", "mean")
+OUTPUT_MODES = ("minmax", "clip")
+PROFILE_NAMES = ("densefuse", "standard")
 
 
 @dataclass
@@ -50,7 +55,7 @@ class TrainConfig:
     micro_batch: int = 0
     num_epochs: int = 4
     epoch_size: int | None = None
-    lr: float = 1e-4
+    lr: float | None = None  # 1e-4 from scratch, utils.training.FINETUNE_LR with init_from
     lr_decay: float = 0.9
     pixel_range: float = 255.0
     ssim_weight: int = 100

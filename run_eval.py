@@ -6,7 +6,7 @@
 
 Pairs are found as in run_infer.py and fused images matched by pair name (``<name>.png``).
 Colour images (fused or visible) are scored on their luma Y (BT.601). See utils/metrics.py and
-the README for every metric's convention.
+docs/metrics.md for every metric's convention.
 """
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from configs import PROFILE_NAMES
 from utils.cli import DefaultsFormatter
-from utils.evaluation import EvalError, evaluate, format_table, mean_row, write_csv, write_json
-from utils.files import check_writable
-from utils.images import ImageReadError
-from utils.metrics import CONVENTIONS, PROFILES
-from utils.pairs import PairError, find_pairs, pairs_from_folders
+
+# The metrics (SciPy, PyWavelets, torch) are imported after argparse: --help stays instant.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_path", help="folder of source pairs (any layout run_infer.py accepts)")
     p.add_argument("--ir", help="folder of infrared sources (with --vis), matched by file name")
     p.add_argument("--vis", help="folder of visible sources (with --ir)")
-    p.add_argument("--profile", choices=sorted(PROFILES), default="standard",
+    p.add_argument("--profile", choices=PROFILE_NAMES, default="standard",
                    help="standard = conventions of the MATLAB toolbox of recent IVIF papers; "
                         "densefuse = the DenseFuse paper's eight metrics as its authors computed them")
     p.add_argument("--metrics", nargs="+", help="subset of the profile's metrics (default: all)")
@@ -41,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from utils.evaluation import EvalError, evaluate, format_table, mean_row, write_csv, write_json
+    from utils.files import check_writable
+    from utils.images import ImageReadError
+    from utils.metrics import CONVENTIONS
+    from utils.pairs import PairError, find_pairs, pairs_from_folders
+    conventions = CONVENTIONS[args.profile]
     try:
         if args.test_path:
             _, pairs = find_pairs(args.test_path)
@@ -69,12 +73,12 @@ def main(argv=None) -> int:
         print("conventions:")
         for k in rows[0]:
             if k != "pair":
-                print(f"  {k:>8}: {CONVENTIONS[k]}")
+                print(f"  {k:>8}: {conventions[k]}")
     if args.csv:
         write_csv(rows, Path(args.csv))
     if args.json:
         write_json(rows, Path(args.json), {"profile": args.profile, "fused": str(fused),
-                                           "conventions": {k: CONVENTIONS[k] for k in rows[0] if k != "pair"},
+                                           "conventions": {k: conventions[k] for k in rows[0] if k != "pair"},
                                            "colour_scored_on_Y": colour})
     return 0
 

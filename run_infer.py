@@ -17,18 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-from configs import SSIM_WEIGHTS, FuseConfig
-from models.fusion import STRATEGIES
-from utils.checkpoint import WeightsError, load_model
+from configs import OUTPUT_MODES, SSIM_WEIGHTS, STRATEGY_NAMES, FuseConfig
 from utils.cli import DefaultsFormatter
-from utils.devices import keep_freed_memory, resolve_device
-from utils.evaluation import evaluate, format_table, mean_row
-from utils.files import atomic_write, check_writable
-from utils.fusion import OUTPUT_MODES, fuse_pairs, prepare_model
-from utils.images import ImageReadError, load_image
-from utils.pairs import FLAT_PATTERN, Pair, PairError, find_pairs, find_sets
+
+# Everything else is imported where it is used, after argparse: --help and a bad flag cost no
+# torch import, and SciPy (for --eval only) is never imported by a plain fusion.
 
 
 class InferError(RuntimeError):
@@ -51,18 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_path", default=d.test_path,
                    help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>) "
                         "or a folder of such folders")
-    p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/")
+    p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png, "
+                                "named after what the two file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")
     p.add_argument("--vis", help="one visible image (with --ir)")
     p.add_argument("--output_path", default=d.output_path,
-                   help="results folder; sets go to <output_path>/<Set>_fusion/")
-    p.add_argument("--weights", default=d.weights,
-                   help="weights: a shipped file (weights/ holds lambda = 1, 10, 100 and 1000; the "
-                        "default is 100), a run_train.py checkpoint, or the official "
-                        "DenseFuse release (TF checkpoint/zip or the PyTorch .model)")
+                   help="results folder; sets go to <output_path>/<Set>_fusion/ with the default strategy and "
+                        "output mode, <Set>_fusion_<strategy>_<output_mode>/ with others")
+    p.add_argument("--weights", default=None,
+                   help="weights: a shipped file (weights/ holds lambda = 1, 10, 100 and 1000; default: "
+                        f"{Path(d.weights).relative_to(Path(d.weights).parents[1])}, lambda = 100), a run_train.py "
+                        "checkpoint, exported weights, or the official DenseFuse release (TF checkpoint/zip or the "
+                        "PyTorch .model)")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
-                   help="with an official TF release holding several lambdas: which one "
-                        "(when omitted: 100, the official default)")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=d.strategy,
+                   help="lambda: picks the shipped weights of that lambda when --weights is not given, "
+                        "or the checkpoint of that lambda in an official TF release holding several "
+                        "(when omitted: 100); an error with any other weights file")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=d.strategy,
                    help="feature fusion: add = paper's sum, mean = half the sum, l1_norm = paper's "
                         "L1-norm weighting, max = element-wise maximum")
     p.add_argument("--l1_radius", type=int, default=d.l1_radius,
@@ -84,16 +81,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def single_pair(ir: Path, vis: Path) -> Pair:
+def single_pair(ir: Path, vis: Path):
     """Name a lone pair after what its two file names share (``IR7``/``VIS7`` -> ``7``)."""
+    from utils.pairs import FLAT_PATTERN, Pair
     m_ir, m_vis = FLAT_PATTERN.match(ir.stem), FLAT_PATTERN.match(vis.stem)
     if m_ir and m_vis and m_ir.group(2) == m_vis.group(2):
         return Pair(m_ir.group(2), ir, vis)
     return Pair(ir.stem if ir.stem == vis.stem else f"{ir.stem}_{vis.stem}", ir, vis)
 
 
-def collect_jobs(args) -> list[tuple[str, list[Pair], Path]]:
+def folder_suffix(args) -> str:
+    """``_fusion`` for the default strategy and output mode, else ``_fusion_<strategy>_<mode>``,
+    so that the README's examples, run one after another, each get their own folder."""
+    d = FuseConfig()
+    if (args.strategy, args.output_mode) == (d.strategy, d.output_mode):
+        return "_fusion"
+    return f"_fusion_{args.strategy}_{args.output_mode}"
+
+
+def collect_jobs(args) -> list[tuple[str, list, Path]]:
     """``(set name, pairs, output folder)`` for everything to fuse; raises on any layout error."""
+    from utils.pairs import PairError, find_pairs, find_sets
     out_root = Path(args.output_path)
     if args.ir or args.vis:
         if not (args.ir and args.vis):
@@ -105,10 +113,11 @@ def collect_jobs(args) -> list[tuple[str, list[Pair], Path]]:
     root = Path(args.test_path)
     if not root.is_dir():
         raise InferError(f"{root}: folder not found (pass --test_path DIR or --ir FILE --vis FILE)")
+    suffix = folder_suffix(args)
     try:
         layout, pairs = find_pairs(root)
-        print(f"{root}: layout {layout}, {len(pairs)} pairs")
-        return [(root.name, pairs, out_root / f"{root.name}_fusion")]
+        print(f"{root}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}")
+        return [(root.name, pairs, out_root / f"{root.name}{suffix}")]
     except PairError as e:
         if "no IR/visible pairs found" not in str(e):
             raise InferError(str(e)) from None
@@ -120,17 +129,43 @@ def collect_jobs(args) -> list[tuple[str, list[Pair], Path]]:
         raise InferError(f"{root}: no IR/visible pairs found in it or its sub-folders")
     jobs = []
     for s, layout, pairs in sets:
-        print(f"{s}: layout {layout}, {len(pairs)} pairs")
-        jobs.append((s.name, pairs, out_root / f"{s.name}_fusion"))
+        print(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}")
+        jobs.append((s.name, pairs, out_root / f"{s.name}{suffix}"))
     return jobs
 
 
-def check_pairs(pairs: list[Pair], out_dir: Path) -> tuple[list[Pair], list[str]]:
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
+class Decoded:
+    """Images decoded by the input check, kept for the fusion so that no input is decoded twice;
+    up to ``budget`` bytes (a set of thousands of pairs is decoded again instead)."""
+
+    def __init__(self, budget: int = 1 << 30):
+        self.images, self.budget = {}, budget
+
+    def load(self, pair):
+        from utils.images import load_image
+        if pair in self.images:
+            return self.images.pop(pair)
+        return load_image(pair.ir), load_image(pair.vis)
+
+    def keep(self, pair, images) -> None:
+        size = sum(im.nbytes for im in images)
+        if size <= self.budget:
+            self.images[pair], self.budget = images, self.budget - size
+
+
+def check_pairs(pairs: list, out_dir: Path, decoded: Decoded) -> tuple[list, list[str]]:
     """``(good pairs, problems)``: every file is decoded once so that a bad pair 40 is reported
     before pairs 1-39 are fused; problems are unreadable files, size mismatches and outputs
     that would overwrite an input."""
+    from tqdm import tqdm
+
+    from utils.images import ImageReadError, load_image
     good, problems = [], []
-    for pair in tqdm(pairs, desc="checking inputs", leave=False, disable=len(pairs) < 20):
+    for pair in tqdm(pairs, desc="checking inputs", leave=False, disable=True if len(pairs) < 20 else None):
         found = []
         try:
             ir, vis = load_image(pair.ir), load_image(pair.vis)
@@ -145,24 +180,26 @@ def check_pairs(pairs: list[Pair], out_dir: Path) -> tuple[list[Pair], list[str]
         problems += found
         if not found:
             good.append(pair)
+            decoded.keep(pair, (ir, vis))
     return good, problems
 
 
-def output_file(out_dir: Path, pair: Pair) -> Path:
+def output_file(out_dir: Path, pair) -> Path:
     path = out_dir / f"{pair.name}.png"
     if path.resolve().parent != out_dir.resolve():
         raise InferError(f"pair name {pair.name!r} would write outside {out_dir}")
     return path
 
 
-def fusion_settings(args) -> dict:
-    """What decides the fused pixels (tile size and device do not: tiling is exact)."""
-    return {"weights": Path(args.weights).name, "ssim_weight": args.ssim_weight, "strategy": args.strategy,
-            "l1_radius": args.l1_radius if args.strategy == "l1_norm" else None,
-            "output_mode": args.output_mode}
+def recorded_settings(weights: Path, info: dict, settings) -> dict:
+    """What decides the fused pixels: the weights (by name and content), the lambda taken from a
+    release holding several, and the fusion settings (tile size and device do not count: tiling
+    is exact)."""
+    return {"weights": weights.name, "weights_sha256": info.get("sha256"),
+            "ssim_weight": info.get("ssim_weight"), **settings.pixels()}
 
 
-def replaced_results(pairs: list[Pair], out_dir: Path, settings: dict) -> str | None:
+def replaced_results(pairs: list, out_dir: Path, settings: dict) -> str | None:
     """Why fusing ``pairs`` into ``out_dir`` with ``settings`` would replace or mix in with
     results made otherwise; None if it would not (a new folder, or the same settings again)."""
     recorded = out_dir / SETTINGS_FILE
@@ -171,10 +208,10 @@ def replaced_results(pairs: list[Pair], out_dir: Path, settings: dict) -> str | 
             old = json.loads(recorded.read_text())
         except (OSError, ValueError):
             old = None
-        if old == settings:
+        if isinstance(old, dict) and {k: v for k, v in old.items() if k != "inputs"} == settings:
             return None
-        made = (", ".join(f"{k} {v}" for k, v in old.items() if v is not None) if isinstance(old, dict)
-                else f"settings it cannot read ({recorded})")
+        made = (", ".join(f"{k} {v}" for k, v in old.items() if v is not None and k not in ("inputs", "weights_sha256"))
+                if isinstance(old, dict) else f"settings it cannot read ({recorded})")
         return f"{out_dir} holds results made with {made}"
     earlier = [p for p in pairs if output_file(out_dir, p).exists()]
     if earlier:
@@ -182,21 +219,33 @@ def replaced_results(pairs: list[Pair], out_dir: Path, settings: dict) -> str | 
     return None
 
 
-def run(args) -> int:
-    if args.l1_radius < 0:
-        raise InferError("--l1_radius must be >= 0")
-    if args.tile not in (0, -1) and args.tile < MIN_TILE:
-        raise InferError(f"--tile {args.tile}: use 0 (automatic), -1 (never) or a size of at least {MIN_TILE} "
-                         f"(each tile recomputes an 8-pixel halo around it)")
-    try:  # before anything is checked or created
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise InferError(str(e)) from None
-    jobs = collect_jobs(args)
+def input_clashes(pairs: list, out_dir: Path) -> list[str]:
+    """Outputs that exist and were made from other input files than this run's pair of the same
+    name (two data sets both called ``test``, two single pairs both named ``1``)."""
+    try:
+        made_from = json.loads((out_dir / SETTINGS_FILE).read_text()).get("inputs", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f"{output_file(out_dir, p)} was made from {' + '.join(made_from[p.name])}, not from {p.ir} + {p.vis}"
+            for p in pairs if p.name in made_from and made_from[p.name] != pair_inputs(p)
+            and output_file(out_dir, p).exists()]
+
+
+def pair_inputs(pair) -> list[str]:
+    return [str(pair.ir.resolve()), str(pair.vis.resolve())]
+
+
+def check_inputs(args, jobs, decoded: Decoded) -> list[tuple[str, list, Path]]:
+    """Decode and check every input of every job; report all problems at once."""
     bad: list[str] = []
     checked = []
+    every_input = {f.resolve() for _, pairs, _ in jobs for p in pairs for f in (p.ir, p.vis)}
     for name, pairs, out_dir in jobs:
-        good, problems = check_pairs(pairs, out_dir)
+        good, problems = check_pairs(pairs, out_dir, decoded)
+        for p in list(good):  # an output resolving to any input of the run (links, .., folders)
+            if output_file(out_dir, p).resolve() in every_input:
+                problems.append(f"{output_file(out_dir, p)}: is an input of this run; choose another --output_path")
+                good.remove(p)
         bad += problems
         checked.append((name, good, out_dir))
     if bad:
@@ -205,40 +254,132 @@ def run(args) -> int:
             print(f"  {b}", file=sys.stderr)
         if not args.skip_bad:
             raise InferError("nothing was fused; fix the files above or pass --skip_bad")
+    return checked, bool(bad)
 
-    weights = Path(args.weights)
+
+def guard_results(args, checked, settings: dict) -> None:
+    """Refuse (or, with --overwrite, clear) results that other settings or other inputs made."""
+    clashes = []
+    for _, pairs, out_dir in checked:
+        if pairs and (c := replaced_results(pairs, out_dir, settings)):
+            clashes.append(c)
+        if pairs:
+            clashes += input_clashes(pairs, out_dir)
+    if clashes and not args.overwrite:
+        raise InferError("\n  ".join([*clashes, "pass --output_path DIR for a new folder, or --overwrite to "
+                                                "replace them; nothing was written"]))
+    if args.overwrite:
+        for _, pairs, out_dir in checked:
+            remove_stale(out_dir, {p.name for p in pairs}, settings)
+
+
+def remove_stale(out_dir: Path, names: set[str], settings: dict) -> None:
+    """With --overwrite under new settings: fused images that this run will not rewrite (pairs now
+    skipped or gone) would sit beside a settings file that no longer describes them; remove them."""
+    try:
+        old = json.loads((out_dir / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "inputs"} == settings:
+        return
+    for name in set(old.get("inputs", {})) - names:
+        (out_dir / f"{name}.png").unlink(missing_ok=True)
+
+
+def write_settings(out_dir: Path, settings: dict, pairs: list, overwrite: bool) -> None:
+    """The folder's record, before its images, so that an interrupted run's files are labelled too."""
+    from utils.files import atomic_write
+    inputs = {}
+    try:
+        old = json.loads((out_dir / SETTINGS_FILE).read_text())
+        if isinstance(old, dict) and {k: v for k, v in old.items() if k != "inputs"} == settings:
+            inputs = dict(old.get("inputs", {}))
+    except (OSError, ValueError):
+        pass
+    inputs.update({p.name: pair_inputs(p) for p in pairs})
+    record = {**settings, "inputs": inputs}
+    atomic_write(out_dir / SETTINGS_FILE, lambda fh: fh.write(json.dumps(record, indent=1).encode()))
+
+
+def pick_weights(args) -> Path:
+    """--weights, or the shipped file of --ssim_weight's lambda when --weights is not given."""
+    from configs import SHIPPED_BY_LAMBDA
+    if args.weights is None:
+        return SHIPPED_BY_LAMBDA[args.ssim_weight or 100][0]
+    return Path(args.weights)
+
+
+def load_weights(args, weights: Path):
+    from utils.checkpoint import WeightsError, load_model
     try:
         model, info = load_model(weights, args.ssim_weight)
     except WeightsError as e:
         raise InferError(str(e)) from None
-    settings = fusion_settings(args)
-    if not args.overwrite:
-        clashes = [c for _, pairs, out_dir in checked if pairs and (c := replaced_results(pairs, out_dir, settings))]
-        if clashes:
-            raise InferError("\n  ".join([*clashes, "pass --output_path DIR for a new folder, or --overwrite to "
-                                                    "replace them; nothing was written"]))
+    if args.weights is not None and args.ssim_weight is not None and not info["kind"].startswith("official TensorFlow"):
+        raise InferError(f"--ssim_weight {args.ssim_weight} was given with --weights {weights}, which holds one "
+                         f"network ({info['kind']}): leave out --weights to take the shipped lambda = "
+                         f"{args.ssim_weight} file, or leave out --ssim_weight")
+    return model, info
+
+
+def run(args) -> int:
+    from utils.devices import resolve_device
+    if args.l1_radius < 0 or args.l1_radius > 1000:
+        raise InferError(f"--l1_radius must be between 0 and 1000, got {args.l1_radius}")
+    if args.tile not in (0, -1) and args.tile < MIN_TILE:
+        raise InferError(f"--tile {args.tile}: use 0 (automatic), -1 (never) or a size of at least {MIN_TILE} "
+                         f"(each tile recomputes an 8-pixel halo around it)")
+    try:  # before anything is checked or created
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise InferError(str(e)) from None
+    decoded = Decoded()
+    checked, any_bad = check_inputs(args, collect_jobs(args), decoded)
+    weights = pick_weights(args)
+    model, info = load_weights(args, weights)
+    from utils.fusion import FuseSettings
+    settings = FuseSettings(args.strategy, args.l1_radius, args.output_mode, args.tile, str(device))
+    record = recorded_settings(weights, info, settings)
+    guard_results(args, checked, record)
+    fuse_jobs(args, checked, model, settings, record, decoded, f"weights: {weights} ({info['kind']})")
+    return 1 if any_bad else 0
+
+
+def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, what: str) -> None:
+    from utils.devices import keep_freed_memory
+    from utils.files import check_writable
+    from utils.fusion import fuse_pairs, prepare_model
     for _, pairs, out_dir in checked:
         if pairs and (problem := check_writable(out_dir)):
             raise InferError(problem)
     keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
-    model = prepare_model(model, device)
-    print(f"weights: {weights} ({info['kind']}); strategy {args.strategy}, output {args.output_mode}, "
-          f"device {device}")
-    for name, pairs, out_dir in checked:
-        if not pairs:
-            continue
-        # Before the images, so that an interrupted run's files are labelled too.
-        atomic_write(out_dir / SETTINGS_FILE, lambda fh: fh.write(json.dumps(settings, indent=1).encode()))
-        t0 = time.perf_counter()
-        fuse_pairs(model, pairs, out_dir, args.strategy, args.l1_radius, args.output_mode, device,
-                   args.tile, desc=name)
-        print(f"{name}: {len(pairs)} pairs fused in {time.perf_counter() - t0:.1f} s -> {out_dir}")
-        if args.eval and pairs:
-            rows, colour = evaluate(pairs, out_dir, "standard")
-            note = "; colour scored on luma Y" if colour else ""
-            print(format_table([mean_row(rows)], f"{name}: standard-profile metrics, mean of "
-                                                 f"{len(rows)} pairs{note}"))
-    return 1 if bad else 0
+    model = prepare_model(model, settings.device)
+    print(f"{what}; strategy {settings.strategy}, output {settings.output_mode}, device {settings.device}")
+    written = 0
+    try:
+        for name, pairs, out_dir in checked:
+            if not pairs:
+                continue
+            write_settings(out_dir, record, pairs, args.overwrite)
+            t0 = time.perf_counter()
+            fuse_pairs(model, pairs, out_dir, settings, desc=name, images=decoded.load)
+            written += len(pairs)
+            print(f"{name}: {len(pairs)} {plural(len(pairs), 'pair')} fused in {time.perf_counter() - t0:.1f} s "
+                  f"-> {out_dir}")
+            if args.eval:
+                score_set(name, pairs, out_dir)
+    except KeyboardInterrupt:
+        raise InferError(f"interrupted; the sets before this one are complete ({written} pairs), every image "
+                         f"written is complete, and fusion_settings.json labels them") from None
+
+
+def score_set(name: str, pairs: list, out_dir: Path) -> None:
+    """--eval: the standard profile's mean row; metrics an image is too small for are named, not fatal."""
+    from utils.evaluation import evaluate, format_table, mean_row
+    rows, colour = evaluate(pairs, out_dir, "standard", progress=False)
+    note = "; colour scored on luma Y" if colour else ""
+    print(format_table([mean_row(rows)], f"{name}: standard-profile metrics, mean of {len(rows)} "
+                                         f"{plural(len(rows), 'pair')}{note}"))
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ from configs import ROOT, TEST_DATA
 from models.densefuse import DenseFuse
 from utils.cli import DefaultsFormatter
 from utils.devices import keep_freed_memory
-from utils.fusion import fuse_gray, postprocess, prepare_model
+from utils.fusion import FuseSettings, fuse_gray, postprocess, prepare_model
 from utils.images import to_uint8
 from utils.losses import DenseFuseLoss
 
@@ -82,7 +82,8 @@ VARIANTS = ("naive", "naive_keep_memory", "ours")
 
 def in_fresh_process(kind: str, **kwargs) -> dict:
     """Run ``CHILDREN[kind](**kwargs)`` in a new Python process and return its result."""
-    out = subprocess.run([sys.executable, "-m", "run_scripts.benchmark", "--_child", json.dumps({"kind": kind, **kwargs})],
+    child = json.dumps({"kind": kind, **kwargs})
+    out = subprocess.run([sys.executable, "-m", "run_scripts.benchmark", "--_child", child],
                          capture_output=True, text=True, check=False, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child {kind} {kwargs} failed:\n{out.stderr}")
@@ -111,7 +112,7 @@ def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: s
 
     def fuse():
         if fast is not None:
-            return fuse_gray(fast, ir_np, vis_np, "add", device=device)
+            return fuse_gray(fast, ir_np, vis_np, FuseSettings("add", device=device))
         return naive_fuse(model, ir, vis)
     row = {"seconds": timed(fuse, repeats, sync(device))}
     y = fuse()
@@ -162,7 +163,7 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
     ceiling for any step built on these direct convolutions. With ``amp``, ``ours`` then
     times the same step under bf16 autocast (after the fp32 steps, so it starts from
     different weights: its loss is not comparable and is not reported)."""
-    import run_train
+    from utils import training
     if variant != "naive":
         keep_freed_memory(large_blocks=True)  # as run_train.py does
     x = torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -172,14 +173,14 @@ def training_child(variant: str, batch: int, size: int, repeats: int, micro: int
     if variant == "ours":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-        micro = min(micro or run_train.default_micro_batch(device, batch), batch)
+        micro = min(micro or training.default_micro_batch(device, batch), batch)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     losses = []
 
     def step(mixed=False):
         if variant == "ours":
             with bf16_autocast(device, enabled=mixed):
-                losses.append(run_train.train_step(model, crit, opt, x, micro)[0])
+                losses.append(training.train_step(model, crit, opt, x, micro)[0])
         else:
             opt.zero_grad()
             total = crit(model(x), x)[0]
@@ -255,7 +256,7 @@ def memory_child(mode: str, h: int, w: int, device: str) -> dict:
     rng = np.random.default_rng(0)
     ir, vis = rng.random((h, w), dtype=np.float32), rng.random((h, w), dtype=np.float32)
     t = time.perf_counter()
-    fuse_gray(model, ir, vis, "add", device=device, tile=-1 if mode == "untiled" else 0)
+    fuse_gray(model, ir, vis, FuseSettings("add", device=device, tile=-1 if mode == "untiled" else 0))
     row = {"mode": mode, "peak_rss_mib": peak_rss_mib(), "seconds": time.perf_counter() - t}
     if device == "cuda":
         row["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -282,6 +283,73 @@ def bench_infer(test_path: Path, repeats: int, device: str):
     return {"set": str(test_path), "pairs": n, "seconds": t, "pairs_per_s": n / t}
 
 
+FIRST_TILE_CHILD = """
+import json, sys, time
+import run_infer
+from models import densefuse
+first, encode = [], densefuse.DenseFuse.encode
+def timed_encode(self, x):
+    first.append(first[0] if first else time.time())
+    return encode(self, x)
+densefuse.DenseFuse.encode = timed_encode
+assert run_infer.main(sys.argv[1:]) == 0
+print(json.dumps({"first_tile": first[0]}))
+"""
+
+NAIVE_SCRIPT = """
+import sys, time
+import numpy as np, torch
+from PIL import Image
+from models.densefuse import DenseFuse
+model = DenseFuse().eval()
+model.load_state_dict(torch.load(sys.argv[1], weights_only=True))
+ir, vis = (torch.from_numpy(np.asarray(Image.open(p), np.float32) / 255)[None, None] for p in sys.argv[2:4])
+with torch.no_grad():
+    y = model.decode(model.encode(ir) + model.encode(vis))[0, 0].numpy()
+y = (y - y.min()) / (y.max() - y.min())
+Image.fromarray(np.floor(y * 255 + 0.5).astype(np.uint8)).save(sys.argv[4])
+"""
+
+
+def process_seconds(cmd: list[str], repeats: int) -> float:
+    """Median wall seconds of running ``cmd`` as a whole process (from the repository root)."""
+    def once():
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    return timed(once, repeats)
+
+
+def bench_startup(h: int, w: int, repeats: int) -> dict:
+    """What a user calling the scripts one pair at a time feels: ``--help`` of the entry points,
+    torch's own import, run_infer.py's start-up (process start to the first tile on the network)
+    and a whole single-pair fusion against a plain script that imports torch and runs the
+    naive loop on the same weights."""
+    from configs import SHIPPED_WEIGHTS
+    py = sys.executable
+    row = {"help_s": {s: process_seconds([py, s, "--help"], repeats) for s in ("run_infer.py", "run_train.py",
+                                                                            "run_eval.py")},
+           "torch_import_s": process_seconds([py, "-c", "import torch"], repeats)}
+    row["help_s"] = max(row["help_s"].values())
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        from PIL import Image
+        for name in ("IR1", "VIS1"):
+            Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(f"{tmp}/{name}.png")
+        pair = ["--ir", f"{tmp}/IR1.png", "--vis", f"{tmp}/VIS1.png", "--output_path", f"{tmp}/out", "--overwrite"]
+        starts = []
+        for _ in range(repeats):
+            t0 = time.time()
+            out = subprocess.run([py, "-c", FIRST_TILE_CHILD, *pair, "--device", "cpu"], cwd=ROOT, check=True,
+                                 capture_output=True, text=True)
+            starts.append(json.loads(out.stdout.strip().splitlines()[-1])["first_tile"] - t0)
+        row["infer_startup_s"] = statistics.median(starts)
+        row["infer_process_s"] = process_seconds([py, "run_infer.py", *pair, "--device", "cpu"], repeats)
+        row["naive_process_s"] = process_seconds([py, "-c", NAIVE_SCRIPT, str(SHIPPED_WEIGHTS), f"{tmp}/IR1.png",
+                                                  f"{tmp}/VIS1.png", f"{tmp}/naive.png"], repeats)
+    row.update(size=f"{w}x{h}", process_speedup=row["naive_process_s"] / row["infer_process_s"],
+               startup_over_torch_s=row["infer_startup_s"] - row["torch_import_s"])
+    return row
+
+
 def available_mib() -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -299,7 +367,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition (for tests)")
     p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--skip", nargs="*", default=[], choices=["fusion", "infer", "training", "memory"],
+    p.add_argument("--skip", nargs="*", default=[], choices=["startup", "fusion", "infer", "training", "memory"],
                    help="parts to leave out")
     p.add_argument("--amp", action="store_true",
                    help="also time the project's fusion and training step under bf16 autocast "
@@ -324,8 +392,16 @@ def main(argv=None) -> int:
     res["matmul_peak_gflops"] = matmul_peak(dev, reps, 256 if args.smoke else (8192 if dev == "cuda" else 2048))
     peak = res["matmul_peak_gflops"]
     print(f"device: {res['device']}; fp32 matmul peak {peak:.0f} GFLOP/s")
+    if "startup" not in args.skip:
+        h, w = (48, 64) if args.smoke else (1152, 1536)
+        res["startup"] = s = bench_startup(h, w, reps)
+        print(f"\nstart-up (whole processes): --help {s['help_s']:.2f} s (slowest entry point); import torch "
+              f"{s['torch_import_s']:.2f} s; run_infer.py to its first tile {s['infer_startup_s']:.2f} s "
+              f"(torch + {s['startup_over_torch_s']:.2f} s); one {s['size']} pair, whole process: "
+              f"run_infer.py {s['infer_process_s']:.2f} s, naive script {s['naive_process_s']:.2f} s "
+              f"= x{s['process_speedup']:.2f}")
     if "fusion" not in args.skip:
-        sizes = [(24, 32), (40, 36)] if args.smoke else [(576, 768), (768, 1024)]
+        sizes = [(24, 32)] if args.smoke else [(576, 768), (768, 1024)]
         res["fusion"] = bench_fusion(dev, sizes, reps, peak, amp)
         print("\nfusion (add), seconds | GFLOP/s | % of peak (fresh process each)")
         for r in res["fusion"]:

@@ -24,15 +24,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA
+from run_scripts.figures import montage
 from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
-from utils.evaluation import evaluate, mean_row
-from utils.fusion import fuse_pairs, prepare_model
+from utils.fusion import FuseSettings, fuse_pairs, prepare_model
 from utils.images import load_image
-from utils.metrics import STANDARD
 from utils.pairs import PairError, find_pairs
-
-from run_scripts.figures import montage
 
 SETTINGS = [("add", "minmax"), ("mean", "clip"), ("l1_norm", "clip")]
 #: Metrics where lower is better (none in the standard profile; listed for clarity).
@@ -81,6 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--figure_pairs", nargs="+", default=["1", "7", "15"],
                    help="pair names of the first set shown in the picture")
     args = p.parse_args(argv)
+    from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
+    from utils.metrics import STANDARD
 
     out = Path(args.out)
     try:
@@ -122,7 +121,7 @@ def main(argv=None) -> int:
             means = {}
             for k, m in models.items():
                 folder = out / k / f"{set_name}_{strategy}_{mode}"
-                fuse_pairs(m, pairs, folder, strategy, 1, mode)
+                fuse_pairs(m, pairs, folder, FuseSettings(strategy, 1, mode))
                 rows, _ = evaluate(pairs, folder, "standard", progress=False)
                 means[k] = mean_row(rows)
             diff = {mt: (means["ours"][mt] - means["reference"][mt]) / abs(means["reference"][mt]) * 100

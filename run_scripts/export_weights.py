@@ -16,8 +16,15 @@ import sys
 from pathlib import Path
 
 from configs import ROOT
-from utils.checkpoint import (FORMAT, WEIGHTS_FORMAT, WeightsError, atomic_torch_save, model_from_state, sha256_file,
-                              torch_load)
+from utils.checkpoint import (
+    FORMAT,
+    WEIGHTS_FORMAT,
+    WeightsError,
+    atomic_torch_save,
+    model_from_state,
+    sha256_file,
+    torch_load,
+)
 from utils.cli import DefaultsFormatter
 
 

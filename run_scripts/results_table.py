@@ -18,13 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA
+from configs import PROFILE_NAMES, RESULTS, SHIPPED_WEIGHTS, TEST_DATA
 from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
-from utils.evaluation import evaluate, mean_row
-from utils.fusion import fuse_pairs, prepare_model
+from utils.fusion import FuseSettings, fuse_pairs, prepare_model
 from utils.images import load_image, save_image
-from utils.metrics import PROFILES
 from utils.pairs import PairError, find_pairs
 
 MODES = {"add": "minmax", "mean": "clip", "l1_norm": "clip", "max": "clip"}
@@ -47,9 +45,11 @@ def main(argv=None) -> int:
                     help="strategies to run with the official weights")
     ap.add_argument("--sets", nargs="+", default=[str(TEST_DATA / "Tno"), str(TEST_DATA / "Road")])
     ap.add_argument("--strategies", nargs="+", default=list(MODES), choices=list(MODES))
-    ap.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES))
+    ap.add_argument("--profiles", nargs="+", default=["standard", "densefuse"], choices=PROFILE_NAMES)
     ap.add_argument("--out", default=str(RESULTS / "tables"), help="fused images and tables go here")
     args = ap.parse_args(argv)
+    from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
+    from utils.metrics import PROFILES
 
     out = Path(args.out)
     try:
@@ -73,7 +73,8 @@ def main(argv=None) -> int:
                 if name == "official" and strat not in args.official_strategies:
                     continue
                 folder = out / f"{set_name}_{name}_{strat}"
-                fuse_pairs(model, pairs, folder, strat, 1, MODES[strat], desc=f"{set_name} {name} {strat}")
+                fuse_pairs(model, pairs, folder, FuseSettings(strat, 1, MODES[strat]),
+                           desc=f"{set_name} {name} {strat}")
                 methods[f"{name} {strat}/{MODES[strat]}"] = folder
         for prof in args.profiles:
             keys = list(PROFILES[prof])

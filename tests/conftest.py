@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from models.densefuse import DenseFuse
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
-from models.densefuse import DenseFuse
 
 
 def write_gray(path: Path, h: int, w: int, seed: int) -> Path:

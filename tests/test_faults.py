@@ -32,9 +32,9 @@ def train_args(images, out, *extra):
             "--device", "cpu", "--val_path", "", "--save_every", "1", *map(str, extra)]
 
 
-def start_training(images, out):
+def start_training(images, out, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "run_train.py"), *train_args(images, out)],
+    return subprocess.Popen([sys.executable, str(ROOT / "run_train.py"), *train_args(images, out, *extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
@@ -69,13 +69,18 @@ def test_sigint_subprocess_checkpoint_then_resume_is_bit_identical(images, tmp_p
 
 
 def test_sigterm_is_handled_like_sigint(images, tmp_path):
-    proc = start_training(images, tmp_path / "b")
-    wait_for(tmp_path / "b/r/checkpoints/last.pt", proc)
+    """SIGTERM (what schedulers send) stops a run that could not have finished (2,000 steps) at the
+    end of the current step, writes last.pt at exactly that step, and says how to resume."""
+    proc = start_training(images, tmp_path / "b", "--num_epochs", "100")
+    last = tmp_path / "b/r/checkpoints/last.pt"
+    wait_for(last, proc)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode in (0, 130)
-    if proc.returncode == 130:
-        assert "SIGTERM" in out
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    stopped = int(out.split("SIGTERM: stopped at step ")[1].split(";")[0])
+    ck = torch.load(last, weights_only=True)
+    assert ck["step"] == stopped and 0 < stopped < 2000 and ck["epoch"] < 100
+    assert f"--resume_path {last}" in out
 
 
 def test_sigkill_leaves_only_complete_checkpoints(images, tmp_path):

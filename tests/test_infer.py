@@ -10,7 +10,7 @@ import run_infer
 from models.densefuse import DenseFuse
 from models.fusion import STRATEGIES
 from tests.conftest import write_gray, write_rgb
-from utils.fusion import fuse_gray, fuse_images
+from utils.fusion import FuseSettings, fuse_gray, fuse_images
 from utils.images import load_image, rgb_to_ycbcr
 
 
@@ -67,8 +67,8 @@ def test_tiled_equals_untiled(strategy, hw, tile):
     model = DenseFuse().eval()
     rng = np.random.default_rng(0)
     a, b = rng.random(hw, dtype=np.float32), rng.random(hw, dtype=np.float32)
-    whole = fuse_gray(model, a, b, strategy, 2, "cpu", tile=-1)
-    tiled = fuse_gray(model, a, b, strategy, 2, "cpu", tile=tile)
+    whole = fuse_gray(model, a, b, FuseSettings(strategy, 2, tile=-1))
+    tiled = fuse_gray(model, a, b, FuseSettings(strategy, 2, tile=tile))
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
@@ -77,9 +77,9 @@ def test_add_minmax_is_official_postprocessing():
     model = DenseFuse().eval()
     rng = np.random.default_rng(0)
     a, b = rng.random((10, 12), dtype=np.float32), rng.random((10, 12), dtype=np.float32)
-    y = fuse_gray(model, a, b, "add", 1, "cpu", -1).astype(np.float32)
+    y = fuse_gray(model, a, b, FuseSettings("add", 1, tile=-1)).astype(np.float32)
     expect = np.floor((y - y.min()) / (y.max() - y.min()) * 255 + 0.5).astype(np.uint8)
-    got = fuse_images(model, a, b, "add", output_mode="minmax")
+    got = fuse_images(model, a, b, FuseSettings("add", output_mode="minmax"))
     assert np.abs(got.astype(int) - expect).max() <= 1  # float32 rounding at .5 boundaries
 
 
@@ -189,22 +189,27 @@ def test_results_of_other_settings_are_never_replaced(tmp_path, tiny_weights, ca
     assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
     folder = out / "Flat_fusion"
     recorded = json.loads((folder / "fusion_settings.json").read_text())
-    assert recorded == {"weights": tiny_weights.name, "ssim_weight": None, "strategy": "add",
-                        "l1_radius": None, "output_mode": "minmax"}
+    from utils.checkpoint import sha256_file
+    assert recorded == {"weights": tiny_weights.name, "weights_sha256": sha256_file(tiny_weights),
+                        "ssim_weight": None, "strategy": "add", "l1_radius": None, "output_mode": "minmax",
+                        "inputs": {k: [str(flat_set / f"IR{k}.png"), str(flat_set / f"VIS{k}.png")]
+                                   for k in ("1", "2", "3")}}
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     # The same settings again (tiling does not change the pixels): fine.
     assert infer("--test_path", flat_set, "--output_path", out, "--tile", 32, weights=tiny_weights) == 0
     capsys.readouterr()
-    # Other settings: refused, naming the folder and what made its results; nothing is touched.
-    err = run_bad(capsys, "--test_path", flat_set, "--output_path", out, "--strategy", "l1_norm",
-                  weights=tiny_weights)
+    # Other settings (other weights into the same folder): refused, naming the folder and what
+    # made its results; nothing is touched.
+    other = tmp_path / "other.pth"
+    torch.manual_seed(9)
+    torch.save(DenseFuse().state_dict(), other)
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", out, weights=other)
     assert f"{folder} holds results made with weights {tiny_weights.name}, strategy add, output_mode minmax" in err
     assert "--overwrite" in err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     # --overwrite replaces them and records the new settings.
-    assert infer("--test_path", flat_set, "--output_path", out, "--strategy", "l1_norm", "--overwrite",
-                 weights=tiny_weights) == 0
-    assert json.loads((folder / "fusion_settings.json").read_text())["strategy"] == "l1_norm"
+    assert infer("--test_path", flat_set, "--output_path", out, "--overwrite", weights=other) == 0
+    assert json.loads((folder / "fusion_settings.json").read_text())["weights"] == "other.pth"
     assert (folder / "1.png").read_bytes() != before["1.png"]
 
 
@@ -216,3 +221,87 @@ def test_unlabelled_earlier_results_are_not_replaced(tmp_path, tiny_weights, cap
     err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "res", weights=tiny_weights)
     assert f"{folder} holds 1 fused image(s) of an earlier run (2.png ...)" in err
     assert (folder / "2.png").read_bytes() == before and not (folder / "1.png").exists()
+
+
+def test_other_weights_of_the_same_name_never_replace_results(tmp_path, tiny_weights, capsys, flat_set):
+    """Two runs' last.pt have the same name: the weights are told apart by content."""
+    other = tmp_path / "other" / tiny_weights.name
+    other.parent.mkdir()
+    torch.manual_seed(5)
+    torch.save(DenseFuse().state_dict(), other)
+    out = tmp_path / "res"
+    assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
+    before = (out / "Flat_fusion" / "1.png").read_bytes()
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", out, weights=other)
+    assert "holds results made with" in err and (out / "Flat_fusion" / "1.png").read_bytes() == before
+
+
+def test_other_inputs_of_the_same_name_never_replace_results(tmp_path, tiny_weights, capsys):
+    """Two single pairs both named 1 (or two data sets both called test) go to one folder."""
+    a = [write_gray(tmp_path / "a" / f"{m}1.png", 9, 9, i) for i, m in enumerate(("IR", "VIS"))]
+    b = [write_gray(tmp_path / "b" / f"{m}1.png", 9, 9, 5 + i) for i, m in enumerate(("IR", "VIS"))]
+    out = tmp_path / "res"
+    assert infer("--ir", a[0], "--vis", a[1], "--output_path", out, weights=tiny_weights) == 0
+    before = (out / "pair" / "1.png").read_bytes()
+    err = run_bad(capsys, "--ir", b[0], "--vis", b[1], "--output_path", out, weights=tiny_weights)
+    assert f"was made from {a[0]} + {a[1]}, not from {b[0]} + {b[1]}" in err
+    assert (out / "pair" / "1.png").read_bytes() == before
+    # The same inputs again replace as before; another pair of another name is added beside it.
+    assert infer("--ir", a[0], "--vis", a[1], "--output_path", out, weights=tiny_weights) == 0
+    c = [write_gray(tmp_path / "c" / f"{m}2.png", 9, 9, i) for i, m in enumerate(("IR", "VIS"))]
+    assert infer("--ir", c[0], "--vis", c[1], "--output_path", out, weights=tiny_weights) == 0
+    assert sorted(json.loads((out / "pair" / "fusion_settings.json").read_text())["inputs"]) == ["1", "2"]
+
+
+def test_overwrite_with_skip_bad_leaves_no_stale_image(tmp_path, tiny_weights, capsys, flat_set):
+    out = tmp_path / "res"
+    assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
+    (flat_set / "IR2.png").write_bytes(b"broken now")
+    other = tmp_path / "other.pth"
+    torch.manual_seed(9)
+    torch.save(DenseFuse().state_dict(), other)
+    rc = infer("--test_path", flat_set, "--output_path", out, "--overwrite", "--skip_bad", weights=other)
+    assert rc == 1
+    folder = out / "Flat_fusion"
+    assert sorted(p.name for p in folder.iterdir()) == ["1.png", "3.png", "fusion_settings.json"]
+    assert sorted(json.loads((folder / "fusion_settings.json").read_text())["inputs"]) == ["1", "3"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_input_is_never_written_over_through_a_link(tmp_path, tiny_weights, capsys, overwrite):
+    """The output folder resolves to the input folder (a symlink): refused with or without
+    --overwrite, and the message calls the file an input, not a fused image."""
+    d = tmp_path / "S"
+    write_gray(d / "ir" / "p.png", 8, 8, 0)
+    write_gray(d / "vi" / "p.png", 8, 8, 1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "S_fusion").symlink_to(d / "vi")
+    before = (d / "vi" / "p.png").read_bytes()
+    err = run_bad(capsys, "--test_path", d, "--output_path", tmp_path / "out",
+                  *(["--overwrite"] if overwrite else []), weights=tiny_weights)
+    assert "input" in err and "fused image" not in err
+    assert (d / "vi" / "p.png").read_bytes() == before
+
+
+def test_ssim_weight_with_a_single_network_file_is_an_error(tmp_path, tiny_weights, capsys, flat_set):
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", "--ssim_weight", "10",
+                  weights=tiny_weights)
+    assert "--ssim_weight 10 was given with --weights" in err and not (tmp_path / "r").exists()
+
+
+def test_ssim_weight_alone_picks_the_shipped_file_of_that_lambda(tmp_path, flat_set):
+    from configs import SHIPPED_BY_LAMBDA
+    out = tmp_path / "r"
+    assert run_infer.main(["--test_path", str(flat_set), "--output_path", str(out), "--ssim_weight", "10",
+                           "--device", "cpu"]) == 0
+    rec = json.loads((out / "Flat_fusion" / "fusion_settings.json").read_text())
+    assert rec["weights"] == SHIPPED_BY_LAMBDA[10][0].name and rec["weights_sha256"] == SHIPPED_BY_LAMBDA[10][1]
+
+
+def test_non_default_settings_get_their_own_folder(tmp_path, tiny_weights, flat_set):
+    """The README's examples, run in its order, do not collide."""
+    out = tmp_path / "res"
+    assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
+    assert infer("--test_path", flat_set, "--output_path", out, "--strategy", "l1_norm", "--output_mode", "clip",
+                 weights=tiny_weights) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["Flat_fusion", "Flat_fusion_l1_norm_clip"]

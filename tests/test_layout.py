@@ -1,5 +1,9 @@
 """The code's shape: no import cycles among the project's modules, no sys.path edits."""
 import ast
+import subprocess
+import sys
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -46,3 +50,32 @@ def test_no_sys_path_edits():
     offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
                  if "sys.path.insert" in p.read_text() or "sys.path.append" in p.read_text()]
     assert offenders == ["tests/test_layout.py"]
+
+
+HEAVY = ("scipy", "matplotlib", "tensorboard", "pywt", "skimage")
+GUARD = """
+import runpy, sys
+sys.argv = ["x", "--help"]
+try:
+    runpy.{how}({target!r}, run_name="__main__")
+except SystemExit:
+    pass
+print(sorted(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def _scripts():
+    top = [("run_path", s, True) for s in ("run_infer.py", "run_train.py", "run_eval.py")]
+    return top + [("run_module", f"run_scripts.{p.stem}", False)
+                  for p in sorted((ROOT / "run_scripts").glob("*.py")) if p.stem != "__init__"]
+
+
+@pytest.mark.parametrize("how,target,no_torch", _scripts(), ids=lambda v: v if isinstance(v, str) else "")
+def test_help_imports_no_heavy_library(how, target, no_torch):
+    """--help (and importing the script) never pays for SciPy, matplotlib, TensorBoard, PyWavelets
+    or scikit-image; the three entry points not even for torch. A later import at module level
+    brings the seconds back; this test names it."""
+    heavy = HEAVY + (("torch",) if no_torch else ())
+    out = subprocess.run([sys.executable, "-c", GUARD.format(how=how, target=target, heavy=heavy)],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip().splitlines()[-1] == "[]", out

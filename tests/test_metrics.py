@@ -9,6 +9,7 @@ from skimage.metrics import structural_similarity
 
 from tests.conftest import ROOT
 from utils import metrics as M
+from utils.metrics.common import gaussian
 
 RNG = np.random.default_rng(0)
 
@@ -155,7 +156,7 @@ def test_fmi_bounds_and_identity():
 def mef_loop(a, b, f):
     """Per-window port of mef_ssim (one scale), used only as an independent reference."""
     n, bd, eps = 11, 5, np.finfo(float).eps
-    g = M._gaussian(11, 1.5)
+    g = gaussian(11, 1.5)
     seq = np.stack([a, b], -1)
     out = []
     for i in range(bd, a.shape[0] - bd):

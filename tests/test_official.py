@@ -1,11 +1,11 @@
 """The importer of the authors' weights, tested on the real files in ../shared (skipped without)."""
-import sys
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+from run_scripts import compare_weights
 from tests.conftest import ROOT, SHARED
 from utils.checkpoint import WeightsError, load_model
 from utils.images import load_image
@@ -14,7 +14,6 @@ OFFICIAL = SHARED / "weights" / "official"
 TF_ZIP = OFFICIAL / "densefuse_gray_tf_ckpt.zip"
 PT_MODEL = OFFICIAL / "densefuse_gray.model"
 TNO = ROOT / "data_test" / "Tno"
-from run_scripts import compare_weights
 
 pytestmark = pytest.mark.skipif(not TF_ZIP.is_file(), reason="../shared/weights/official not present")
 
@@ -107,7 +106,6 @@ def test_rgb_model_refused_clearly():
 
 def test_convert_and_fuse_with_official(tmp_path, flat_set):
     import run_infer
-
     from run_scripts import convert_official
     out = tmp_path / "conv.pt"
     assert convert_official.main([str(PT_MODEL), "-o", str(out)]) == 0

@@ -11,9 +11,8 @@ from tests.conftest import ROOT
 
 def test_loss_plot_from_a_training_run(tmp_path):
     import run_train
-    from tests.conftest import write_gray
-
     from run_scripts import loss
+    from tests.conftest import write_gray
     for i in range(3):
         write_gray(tmp_path / "im" / f"{i}.png", 20, 20, i)
     assert run_train.main(["--image_path", str(tmp_path / "im"), "--output_dir", str(tmp_path),
@@ -38,10 +37,10 @@ def test_loss_plot_without_logs_is_an_error(tmp_path):
 
 def test_export_weights_names_file_by_hash(tmp_path):
     import torch
-    from models.densefuse import DenseFuse
-    from utils.checkpoint import load_model, save_checkpoint, sha256_file
 
+    from models.densefuse import DenseFuse
     from run_scripts import export_weights
+    from utils.checkpoint import load_model, save_checkpoint, sha256_file
     save_checkpoint(tmp_path / "c.pt", DenseFuse(), {}, 1, 1, torch.optim.Adam(DenseFuse().parameters()))
     path, digest = export_weights.export(tmp_path / "c.pt", tmp_path, "w")
     assert path.name == f"w_{digest[:8]}.pth" and sha256_file(path) == digest
@@ -51,10 +50,10 @@ def test_export_weights_names_file_by_hash(tmp_path):
 
 def test_export_weights_names_by_lambda_and_guards_the_default(tmp_path):
     import torch
-    from models.densefuse import DenseFuse
-    from utils.checkpoint import save_checkpoint
 
+    from models.densefuse import DenseFuse
     from run_scripts import export_weights
+    from utils.checkpoint import save_checkpoint
     configs_text = (ROOT / "configs.py").read_text()
     save_checkpoint(tmp_path / "c.pt", DenseFuse(), {"ssim_weight": 10}, 1, 1,
                     torch.optim.Adam(DenseFuse().parameters()))
@@ -119,7 +118,6 @@ def test_compare_weights_report(tmp_path, tiny_weights):
 
 def test_flat_activity_ratio_closed_forms():
     from models.densefuse import DenseFuse
-
     from run_scripts import compare_weights
     torch.manual_seed(0)
     m = DenseFuse()
@@ -137,8 +135,7 @@ def test_flat_activity_ratio_closed_forms():
 
 
 def test_results_table_and_figure(tmp_path, tiny_weights):
-    from run_scripts import figures
-    from run_scripts import results_table
+    from run_scripts import figures, results_table
     flat, _ = tiny_sets(tmp_path)
     out = tmp_path / "tables"
     assert results_table.main(["--weights", str(tiny_weights), "--sets", str(flat), "--out", str(out),

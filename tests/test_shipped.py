@@ -5,17 +5,15 @@ run_scripts/compare_weights.py for each against the official checkpoint of the s
 ../shared and checks the README's claims (skipped without the official files).
 """
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from configs import SHIPPED_BY_LAMBDA
+from run_scripts import compare_weights
 from tests.conftest import ROOT, SHARED
 from utils.checkpoint import load_model
 from utils.images import load_image
-
-from run_scripts import compare_weights
 
 TF_ZIP = SHARED / "weights" / "official" / "densefuse_gray_tf_ckpt.zip"
 TNO = ROOT / "data_test" / "Tno"

@@ -8,11 +8,10 @@ import torch
 
 from models.densefuse import DenseFuse
 from models.fusion import STRATEGIES, get_strategy
-from tests.conftest import ROOT
-from utils.fusion import fuse_gray, prepare_model
-from utils.losses import DenseFuseLoss
-
 from run_scripts import benchmark
+from tests.conftest import ROOT
+from utils.fusion import FuseSettings, fuse_gray, prepare_model
+from utils.losses import DenseFuseLoss
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -28,11 +27,11 @@ def test_fast_path_equals_naive_eager_loop(strategy):
         ref = naive.decode(fn(naive.encode(torch.from_numpy(a)[None, None]),
                               naive.encode(torch.from_numpy(b)[None, None])))[0, 0].numpy()
     for tile in (0, -1, 24):
-        np.testing.assert_allclose(fuse_gray(fast, a, b, strategy, 1, "cpu", tile), ref, atol=1e-4)
+        np.testing.assert_allclose(fuse_gray(fast, a, b, FuseSettings(strategy, 1, tile=tile)), ref, atol=1e-4)
 
 
 def test_micro_batched_step_equals_whole_batch_step():
-    import run_train
+    from utils import training
     torch.manual_seed(0)
     x = torch.rand(6, 1, 24, 24)
     crit = DenseFuseLoss(100)
@@ -43,7 +42,7 @@ def test_micro_batched_step_equals_whole_batch_step():
         if cl:
             m = m.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(m.parameters(), 1e-3)
-        losses = run_train.train_step(m, crit, opt, x, micro)
+        losses = training.train_step(m, crit, opt, x, micro)
         grads = [p.grad.clone() for p in m.parameters()]
         results.append((losses, grads))
     (l1, g1), (l2, g2) = results
@@ -52,6 +51,22 @@ def test_micro_batched_step_equals_whole_batch_step():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_benchmark_smoke_fusion(tmp_path):
+    """Seconds: the fusion part runs its three variants in fresh processes and writes consistent
+    results (same pixels as the naive loop; ratios and GFLOP/s from the times it reports)."""
+    import json
+    out = tmp_path / "b.json"
+    assert benchmark.main(["--smoke", "--skip", "infer", "training", "memory", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["matmul_peak_gflops"] > 0 and [r["size"] for r in res["fusion"]] == ["32x24"]
+    r = res["fusion"][0]
+    assert r["max_abs_diff"] <= 1e-4 and r["identical_8bit_pixels_pct"] > 99
+    assert r["speedup"] == pytest.approx(r["naive_s"] / r["ours_s"])
+    assert r["ours_gflops"] == pytest.approx(2 * benchmark.MACS_PER_PIXEL * 24 * 32 / 1e9 / r["ours_s"])
+    assert "startup" in res and res["startup"]["help_s"] > 0
+
+
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path):
     import json
     out = tmp_path / "b.json"

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from models.fusion import STRATEGIES, get_strategy, l1_activity, l1_norm
+from models.fusion import STRATEGIES, get_strategy, l1_activity, l1_norm, l1_weights
 
 
 @pytest.fixture
@@ -57,10 +57,19 @@ def test_l1_weights_sum_to_one_and_closed_form(maps):
 
 
 def test_l1_equal_weights_where_both_zero(maps):
-    a, _ = maps
-    z = torch.zeros_like(a)
-    assert torch.equal(l1_norm(z, z), z)
-    assert torch.isfinite(l1_norm(z, z)).all()
+    """Where both activities are 0 the weights are exactly 1/2 each; elsewhere C_ir / (C_ir + C_vis).
+    The weights themselves are checked: fused zero maps would hide any finite weight."""
+    a, b = maps
+    a, b = a.clone(), b.clone()
+    a[..., :4, :] = 0  # rows 0-3 silent in both maps (radius 0: no neighbours leak in)
+    b[..., :4, :] = 0
+    w = l1_weights(a, b, 0)
+    assert torch.equal(w[..., :4, :], torch.full_like(w[..., :4, :], 0.5))
+    ca, cb = a.abs().sum(1, keepdim=True), b.abs().sum(1, keepdim=True)
+    torch.testing.assert_close(w[..., 4:, :], (ca / (ca + cb))[..., 4:, :])
+    # One side silent: all weight on the other.
+    assert torch.equal(l1_weights(torch.zeros_like(a), b, 0)[..., 4:, :], torch.zeros_like(w[..., 4:, :]))
+    assert torch.isfinite(l1_norm(torch.zeros_like(a), torch.zeros_like(b))).all()
 
 
 def test_unknown_strategy():

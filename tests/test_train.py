@@ -6,6 +6,7 @@ import torch
 
 import run_train
 from tests.conftest import SHARED, write_gray
+from utils import training
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_resume_at_epoch_boundary_is_bit_identical(images, tmp_path):
     assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.9 ** 2)
 
 
-class StopAfter(run_train.StopFlag):
+class StopAfter(training.StopFlag):
     """Behaves as if SIGINT arrived during step 3."""
     calls = 0
 
@@ -72,7 +73,7 @@ class StopAfter(run_train.StopFlag):
 def test_interrupt_mid_epoch_then_resume_is_bit_identical(images, tmp_path, monkeypatch, capsys):
     args = ("--epoch_size", "8", "--num_epochs", "2", "--seed", "5")
     assert train(images, tmp_path / "a", *args) == 0
-    monkeypatch.setattr(run_train, "StopFlag", StopAfter)
+    monkeypatch.setattr(training, "StopFlag", StopAfter)
     assert train(images, tmp_path / "b", *args) == 130
     assert "--resume_path" in capsys.readouterr().out
     ck = torch.load(tmp_path / "b/r/checkpoints/last.pt", weights_only=True)
@@ -152,7 +153,7 @@ def test_pixel_range_equals_training_on_0_255_pixels():
         for name, p in ref.named_parameters():
             if name.endswith("bias"):
                 p *= 255.0
-    opt = run_train.build_optimizer(ours, 1e-3, 255.0)
+    opt = training.build_optimizer(ours, 1e-3, 255.0)
     opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-3)
     crit = DenseFuseLoss(100)
     gen = torch.Generator().manual_seed(1)

@@ -128,13 +128,6 @@ def model_from_state(state: dict, source: str, model_args: dict | None = None) -
     return model.eval()
 
 
-def check_sha256(path: Path, expected: str) -> None:
-    digest = sha256_file(path)
-    if digest != expected:
-        raise WeightsError(f"{path}: SHA-256 {digest[:16]}... does not match the expected "
-                           f"{expected[:16]}...; the file is corrupt or was replaced")
-
-
 def load_model(path: str | os.PathLike, ssim_weight: int | None = None,
                sha256: str | None = None) -> tuple[DenseFuse, dict]:
     """Load any supported weight file as a model that takes [0, 1] inputs.
@@ -153,8 +146,15 @@ def load_model(path: str | os.PathLike, ssim_weight: int | None = None,
     if not path.exists() and not Path(str(path) + ".index").exists():
         raise WeightsError(f"{path}: weights file not found")
     expected = sha256 or expected_sha256(path)
-    if expected is not None:
-        check_sha256(path, expected)
+    digest = sha256_file(path) if path.is_file() else None  # once: identifies the weights downstream
+    if expected is not None and digest != expected:
+        raise WeightsError(f"{path}: SHA-256 {str(digest)[:16]}... does not match the expected "
+                           f"{expected[:16]}...; the file is corrupt or was replaced")
+    model, info = _load_by_content(path, ssim_weight, shipped=expected is not None)
+    return model, {**info, "sha256": digest}
+
+
+def _load_by_content(path: Path, ssim_weight: int | None, shipped: bool) -> tuple[DenseFuse, dict]:
     if official.is_tensorflow_checkpoint(path):
         state, info = official.load_tensorflow(path, ssim_weight)
         return model_from_state(state, str(path)), info
@@ -166,8 +166,7 @@ def load_model(path: str | os.PathLike, ssim_weight: int | None = None,
         return model_from_state(state, str(path), {"final_relu": True}), {
             "kind": "official PyTorch port (.model)", "final_relu": True}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        info = {"kind": "shipped weights" if expected else "project state_dict"}
-        return model_from_state(obj, str(path)), {**info, "sha256": expected} if expected else info
+        return model_from_state(obj, str(path)), {"kind": "shipped weights" if shipped else "project state_dict"}
     raise WeightsError(f"{path}: not a DenseFuse checkpoint (unrecognised content)")
 
 

@@ -49,7 +49,7 @@ def evaluate(pairs: list[Pair], fused_dir: Path, profile: str = "standard",
         raise EvalError(f"unknown metric(s) {unknown} for profile {profile!r}; choose from {list(table)}")
     files = [(p, fused_file(fused_dir, p.name)) for p in pairs]
     rows, any_colour = [], False
-    for pair, ff in tqdm(files, desc=f"scoring {fused_dir.name}", unit="pair", disable=not progress):
+    for pair, ff in tqdm(files, desc=f"scoring {fused_dir.name}", unit="pair", disable=None if progress else True):
         a, _ = load_levels(pair.ir)
         b, _ = load_levels(pair.vis)
         f, colour = load_levels(ff)

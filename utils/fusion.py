@@ -12,23 +12,50 @@ loop. On CUDA images are tiled only when very large.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from configs import OUTPUT_MODES
 from models.densefuse import DenseFuse
-from models.fusion import get_strategy, strategy_radius
+from models.fusion import STRATEGIES, get_strategy, strategy_radius, takes_radius
 from utils.images import load_image, rgb_to_gray, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
 
-OUTPUT_MODES = ("minmax", "clip")
 #: CPU tile size: the fastest measured on a 2-core Xeon (96-256 are all within 10 %).
 CPU_TILE = 192
 #: On GPU, images with more pixels than this are tiled: an untiled 3840x2160 pair needs
 #: >10 GB of activations; 1024x1024 tiles need a few hundred MB.
 AUTO_TILE_PIXELS = 1600 * 1600
 AUTO_TILE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class FuseSettings:
+    """How to fuse: everything from the command line to the pipeline, in one object.
+
+    ``strategy`` (``models.fusion.STRATEGIES``), ``l1_radius`` (block radius of strategies that
+    take one), ``output_mode`` (:data:`OUTPUT_MODES`), ``tile`` (0 = automatic, -1 = never,
+    > 0 = that size), ``device`` (a resolved device name such as ``cpu`` or ``cuda:0``).
+    """
+    strategy: str = "add"
+    l1_radius: int = 1
+    output_mode: str = "minmax"
+    tile: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown fusion strategy {self.strategy!r}; choose from {sorted(STRATEGIES)}")
+        if self.output_mode not in OUTPUT_MODES:
+            raise ValueError(f"unknown output mode {self.output_mode!r}; choose from {OUTPUT_MODES}")
+
+    def pixels(self) -> dict:
+        """The settings that decide the fused pixels (tile size and device do not: tiling is exact)."""
+        return {"strategy": self.strategy, "l1_radius": self.l1_radius if takes_radius(self.strategy) else None,
+                "output_mode": self.output_mode}
 
 
 def prepare_model(model: DenseFuse, device: torch.device | str = "cpu") -> DenseFuse:
@@ -87,31 +114,28 @@ def postprocess(y: np.ndarray, mode: str) -> np.ndarray:
 
 
 @torch.inference_mode()
-def fuse_gray(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, strategy: str = "add",
-              l1_radius: int = 1, device: torch.device | str = "cpu", tile: int = 0) -> np.ndarray:
+def fuse_gray(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, settings: FuseSettings = FuseSettings()) -> np.ndarray:
     """Fuse two (H,W) float32 [0,1] gray images; returns the raw (H,W) float32 decoder output.
 
-    ``tile``: 0 = automatic (:func:`auto_tile`), <0 = never, >0 = tiles of that size. The model
-    should come from :func:`prepare_model` (any model works; that one is fastest).
+    The model should come from :func:`prepare_model` (any model works; that one is fastest).
     """
     if ir.shape != vis.shape:
         raise ValueError(f"image sizes differ: IR {ir.shape[::-1]} vs visible {vis.shape[::-1]}")
-    fn = get_strategy(strategy, l1_radius)
-    t_ir = torch.from_numpy(np.ascontiguousarray(ir))[None, None].to(device)
-    t_vis = torch.from_numpy(np.ascontiguousarray(vis))[None, None].to(device)
-    if tile == 0:
-        tile = auto_tile(device, ir.size)
+    s = settings
+    fn = get_strategy(s.strategy, s.l1_radius)
+    t_ir = torch.from_numpy(np.ascontiguousarray(ir))[None, None].to(s.device)
+    t_vis = torch.from_numpy(np.ascontiguousarray(vis))[None, None].to(s.device)
+    tile = auto_tile(s.device, ir.size) if s.tile == 0 else s.tile
     if tile > 0:
-        halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(strategy, l1_radius)
+        halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(s.strategy, s.l1_radius)
         out = fuse_tiled(model, t_ir, t_vis, fn, tile, halo)
     else:
         out = fuse_tensors(model, t_ir, t_vis, fn)
     return out[0, 0].float().cpu().numpy()
 
 
-def fuse_images(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, strategy: str = "add",
-                l1_radius: int = 1, output_mode: str = "minmax",
-                device: torch.device | str = "cpu", tile: int = 0) -> np.ndarray:
+def fuse_images(model: DenseFuse, ir: np.ndarray, vis: np.ndarray,
+                settings: FuseSettings = FuseSettings()) -> np.ndarray:
     """Fuse an IR and a visible image (float32 [0,1], gray (H,W) or colour (H,W,3)) to uint8.
 
     A colour visible image is fused in YCbCr (BT.601 full range): its Y channel is fused with the
@@ -120,20 +144,18 @@ def fuse_images(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, strategy: str
     if ir.ndim == 3:
         ir = rgb_to_gray(ir)
     if vis.ndim == 2:
-        y = fuse_gray(model, ir, vis, strategy, l1_radius, device, tile)
-        return to_uint8(postprocess(y, output_mode))
+        return to_uint8(postprocess(fuse_gray(model, ir, vis, settings), settings.output_mode))
     ycc = rgb_to_ycbcr(vis)
-    y = fuse_gray(model, ir, ycc[..., 0], strategy, l1_radius, device, tile)
-    ycc[..., 0] = postprocess(y, output_mode)
+    ycc[..., 0] = postprocess(fuse_gray(model, ir, ycc[..., 0], settings), settings.output_mode)
     return to_uint8(ycbcr_to_rgb(ycc))
 
 
-def fuse_pairs(model: DenseFuse, pairs, out_dir, strategy: str = "add", l1_radius: int = 1,
-               output_mode: str = "minmax", device: torch.device | str = "cpu", tile: int = 0,
-               desc: str | None = None) -> None:
-    """Fuse every pair and write ``<out_dir>/<pair name>.png`` (atomically), with a progress bar."""
+def fuse_pairs(model: DenseFuse, pairs, out_dir, settings: FuseSettings = FuseSettings(),
+               desc: str | None = None, images=None) -> None:
+    """Fuse every pair and write ``<out_dir>/<pair name>.png`` (atomically), with a progress bar
+    on a terminal. ``images``: an optional callable ``pair -> (ir, vis)`` giving images already
+    decoded (run_infer.py decodes each input once, for its check, and reuses it here)."""
     out_dir = Path(out_dir)
-    for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None):
-        fused = fuse_images(model, load_image(pair.ir), load_image(pair.vis), strategy, l1_radius,
-                            output_mode, device, tile)
-        save_image(out_dir / f"{pair.name}.png", fused)
+    read = images or (lambda pair: (load_image(pair.ir), load_image(pair.vis)))
+    for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None, disable=None):
+        save_image(out_dir / f"{pair.name}.png", fuse_images(model, *read(pair), settings))
