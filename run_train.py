@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "step count): a run_train.py checkpoint or a shipped/exported weights file")
     p.add_argument("--resume_path", default=d.resume_path,
                    help="checkpoint to continue, inside its run folder (same folder, epoch, step, lr, "
-                        "optimizer; --num_epochs extends a finished run, --image_path follows moved images)")
+                        "optimizer; --num_epochs extends a finished run)")
     p.add_argument("--num_workers", type=int, default=d.num_workers,
                    help="DataLoader worker processes (0 = load in the main process)")
     p.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda, cuda:1")

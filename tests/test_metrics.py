@@ -236,3 +236,33 @@ def test_golden_values_on_tno_average():
     for pair, vals in expected.items():
         for k, v in vals.items():
             assert rows[pair][k] == pytest.approx(v, rel=1e-6, abs=1e-9), f"pair {pair} {k}"
+
+
+def test_conventions_come_from_the_functions_and_docs_hold_them():
+    """One source: the first docstring line of each profile entry is its convention, and
+    docs/metrics.md holds exactly the generated tables (regenerate with conventions_markdown)."""
+    for profile, table in M.PROFILES.items():
+        for name, fn in table.items():
+            assert fn.__doc__.strip().startswith(f"{name}: "), (profile, name)
+            assert M.CONVENTIONS[profile][name] and "\n" not in M.CONVENTIONS[profile][name]
+        assert M.conventions_markdown(profile) in (ROOT / "docs" / "metrics.md").read_text(), profile
+
+
+def test_cli_choices_in_configs_match_the_library():
+    """configs.py lists the choices so that --help needs no torch; they must be the real ones."""
+    import configs
+    from models.fusion import STRATEGIES
+    from utils.fusion import OUTPUT_MODES
+    assert sorted(configs.STRATEGY_NAMES) == sorted(STRATEGIES)
+    assert sorted(configs.PROFILE_NAMES) == sorted(M.PROFILES)
+    assert OUTPUT_MODES == configs.OUTPUT_MODES
+
+
+def test_qabf_and_its_paper_variant_share_their_gradients():
+    """They differ only where source and fused gradient magnitudes are equal: on images with no
+    exact ties they agree to float rounding; F equal to A is where they part."""
+    f = F + np.random.default_rng(3).uniform(-0.4, 0.4, F.shape)
+    assert M.qabf_analysis(A, B, f) == pytest.approx(M.qabf(A, B, f), rel=1e-12)
+    # On [0, 1] (as the authors ran it) tied magnitudes are small, so the quirk shows.
+    a, b = A / 255, B / 255
+    assert M.qabf_analysis(a, b, a) < M.qabf(a, b, a) - 0.05

@@ -17,12 +17,15 @@ DISTRIBUTION = {"PIL": "pillow", "pywt": "pywavelets", "skimage": "scikit-image"
 OPTIONAL: set[str] = set()
 
 
-def requirements() -> dict[str, str]:
-    """Distribution name (lower case) -> its version specifier, from requirements.txt."""
+def requirements(name: str = "requirements.txt") -> dict[str, str]:
+    """Distribution name (lower case) -> its version specifier, from a requirements file and the
+    files it includes with ``-r``."""
     reqs = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         line = line.split("#")[0].strip()
-        if line:
+        if line.startswith("-r "):
+            reqs.update(requirements(line[3:].strip()))
+        elif line:
             name, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", line).groups()
             reqs[name.lower()] = spec
     return reqs
@@ -46,16 +49,20 @@ def top_level_imports(path) -> set[str]:
 
 
 def test_every_third_party_import_is_in_requirements():
+    """The product's imports are in requirements.txt (what a user installs); the tests' may also
+    come from requirements-dev.txt. Test-only packages stay out of a user's environment."""
     files = project_python_files()
     assert len(files) > 30
     local = {p.stem for p in files} | {p.name for p in ROOT.iterdir() if p.is_dir()}
-    reqs = requirements()
+    user, dev = requirements(), requirements("requirements-dev.txt")
     missing = {}
     for path in files:
+        reqs = dev if path.relative_to(ROOT).parts[0] == "tests" else user
         for name in top_level_imports(path) - set(sys.stdlib_module_names) - local - OPTIONAL:
             if DISTRIBUTION.get(name, name).lower() not in reqs:
                 missing.setdefault(name, []).append(str(path.relative_to(ROOT)))
-    assert not missing, f"imported but not in requirements.txt: {missing}"
+    assert not missing, f"imported but not in requirements.txt / requirements-dev.txt: {missing}"
+    assert not {"pytest", "hypothesis", "scikit-image"} & set(user), "test-only packages in requirements.txt"
 
 
 def test_no_torchvision_anywhere():

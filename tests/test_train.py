@@ -293,3 +293,88 @@ def test_init_from_official_weights_is_refused_before_the_run_folder(images, tmp
     assert train(images, tmp_path / "runs", "--init_from", official) == 2
     assert "--init_from takes this project's weights" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_from_a_copy_outside_its_run_is_refused(images, tmp_path, capsys):
+    """A checkpoint copied to proj/saved/ must not make proj/ the run folder (it held another
+    run's checkpoints/, which were overwritten)."""
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2") == 0
+    proj = tmp_path / "proj"
+    (proj / "saved").mkdir(parents=True)
+    (proj / "checkpoints").mkdir()
+    (proj / "checkpoints" / "best.pt").write_bytes(b"someone else's")
+    copy = proj / "saved" / "ckpt.pt"
+    copy.write_bytes((tmp_path / "runs/r/checkpoints/last.pt").read_bytes())
+    assert run_train.main(["--resume_path", str(copy), "--num_epochs", "2"]) == 2
+    assert "is not that run's folder" in capsys.readouterr().err
+    assert (proj / "checkpoints" / "best.pt").read_bytes() == b"someone else's"
+
+
+def test_two_runs_with_one_name_never_share_the_folder(images, tmp_path, capsys):
+    """The folder is claimed (run.json, exclusive create) before training: the second run stops
+    at once, even while the first has not written a checkpoint yet."""
+    from configs import TrainConfig
+    cfg = TrainConfig(output_dir=str(tmp_path), run_name="same")
+    run_dir, _ = training.claim_run_dir(cfg)
+    with pytest.raises(training.TrainingError, match="already holds a run"):
+        training.claim_run_dir(cfg)
+    # Default names differ even within one second.
+    a, _ = training.claim_run_dir(TrainConfig(output_dir=str(tmp_path)))
+    b, _ = training.claim_run_dir(TrainConfig(output_dir=str(tmp_path)))
+    assert a != b and run_dir.name == "same"
+
+
+def test_resume_from_an_earlier_epoch_keeps_the_best_and_sets_later_ones_aside(images, tmp_path, capsys):
+    args = ("--epoch_size", "4", "--lr", "1e-3", "--seed", "3")
+    assert train(images, tmp_path / "a", "--num_epochs", "3", *args) == 0
+    ck = tmp_path / "a/r/checkpoints"
+    best_before = torch.load(ck / "best.pt", weights_only=True)
+    last_before = (ck / "last.pt").read_bytes()
+    # Make epoch 1's own record of "best" look worse than the run's real best (as after a
+    # noisy epoch): a resume from it must not replace best.pt with a worse epoch.
+    assert run_train.main(["--resume_path", str(ck / "epoch_1.pt"), "--num_epochs", "2"]) == 0
+    assert "moved to" in capsys.readouterr().out
+    best_after = torch.load(ck / "best.pt", weights_only=True)
+    assert best_after["best_loss"] <= best_before["best_loss"]
+    moved = list((ck / "superseded").glob("*/*.pt"))
+    assert sorted(p.name for p in moved) == ["epoch_2.pt", "epoch_3.pt", "last.pt"]
+    assert next(p for p in moved if p.name == "last.pt").read_bytes() == last_before
+
+
+def test_best_after_interrupt_is_chosen_as_without(images, tmp_path, monkeypatch):
+    """The interrupted epoch's mean loss covers all its steps, so best.pt matches an uninterrupted run."""
+    args = ("--epoch_size", "8", "--num_epochs", "2", "--seed", "5")
+    assert train(images, tmp_path / "a", *args) == 0
+    monkeypatch.setattr(training, "StopFlag", StopAfter)
+    StopAfter.calls = 0
+    assert train(images, tmp_path / "b", *args) == 130
+    monkeypatch.undo()
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"), "--device", "cpu"]) == 0
+    a = torch.load(tmp_path / "a/r/checkpoints/best.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/r/checkpoints/best.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] and a["best_loss"] == b["best_loss"]
+
+
+def test_resuming_a_finished_run_says_how_to_extend_it(images, tmp_path, capsys):
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2") == 0
+    capsys.readouterr()
+    assert run_train.main(["--resume_path", str(tmp_path / "runs/r/checkpoints/last.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "already finished its 1 epoch(s)" in out and "--num_epochs" in out
+
+
+def test_init_from_defaults_to_the_fine_tuning_lr(images, tmp_path, tiny_weights):
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2", "--init_from", tiny_weights) == 0
+    ck = torch.load(tmp_path / "runs/r/checkpoints/last.pt", weights_only=True)
+    assert ck["config"]["lr"] == training.FINETUNE_LR
+
+
+@pytest.mark.skipif(not (SHARED / "weights/official/densefuse_gray.model").is_file(),
+                    reason="../shared/weights/official not present")
+def test_init_from_converted_official_weights_is_refused(images, tmp_path, capsys):
+    from run_scripts import convert_official
+    conv = tmp_path / "conv.pt"
+    assert convert_official.main([str(SHARED / "weights/official/densefuse_gray.model"), "-o", str(conv)]) == 0
+    assert train(images, tmp_path / "runs", "--init_from", conv) == 2
+    assert "--init_from takes this project's weights" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

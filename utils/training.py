@@ -29,8 +29,7 @@ from utils.losses import DenseFuseLoss
 
 RUN_FILE = "run.json"
 #: Settings a resumed run may change when given explicitly on the command line.
-RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save_every", "micro_batch",
-                       "image_path"}
+RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save_every", "micro_batch"}
 #: Learning rate of a fine-tuning run (--init_from without --lr): the shipped recipe's second
 #: stage. The from-scratch default (1e-4) moves every weight of a trained network by ~1e-4 in
 #: Adam's first steps, which wrecked the shipped weights (validation 68.6 -> 39.4 dB in 2 steps).
