@@ -79,3 +79,12 @@ def test_help_imports_no_heavy_library(how, target, no_torch):
     out = subprocess.run([sys.executable, "-c", GUARD.format(how=how, target=target, heavy=heavy)],
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip().splitlines()[-1] == "[]", out
+
+
+def test_entry_scripts_are_thin():
+    """run_train.py, run_infer.py and run_eval.py are argparse and orchestration: no function in
+    them is longer than about 60 lines (the argparse builders are lists of flags)."""
+    long = [(s, n.name, n.end_lineno - n.lineno + 1) for s in ("run_train.py", "run_infer.py", "run_eval.py")
+            for n in ast.walk(ast.parse((ROOT / s).read_text()))
+            if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 65]
+    assert not long
