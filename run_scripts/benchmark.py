@@ -274,12 +274,12 @@ def bench_memory(h, w, try_untiled: bool, device: str):
 
 
 def bench_infer(test_path: Path, repeats: int, device: str):
-    import run_infer
+    """run_infer.py end to end on a set, as a whole process (read, check, fuse, write)."""
     from utils.pairs import find_pairs
     n = len(find_pairs(test_path)[1])
     with tempfile.TemporaryDirectory() as tmp:
-        t = timed(lambda: run_infer.main(["--test_path", str(test_path), "--output_path", tmp,
-                                          "--device", device]), repeats)
+        t = process_seconds([sys.executable, "run_infer.py", "--test_path", str(test_path), "--output_path", tmp,
+                             "--device", device, "--overwrite"], repeats)
     return {"set": str(test_path), "pairs": n, "seconds": t, "pairs_per_s": n / t}
 
 
