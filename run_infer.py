@@ -199,19 +199,34 @@ def recorded_settings(weights: Path, info: dict, settings) -> dict:
             "ssim_weight": info.get("ssim_weight"), **settings.pixels()}
 
 
+def read_record(out_dir: Path):
+    """The folder's ``fusion_settings.json`` as written: a dict, None if there is none, or
+    ``False`` if it cannot be read (which counts as other settings)."""
+    path = out_dir / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return record if isinstance(record, dict) else False
+
+
+def same_settings(record, settings: dict) -> bool:
+    """Whether a folder's record was made with ``settings`` (its list of inputs aside)."""
+    return bool(record) and {k: v for k, v in record.items() if k != "inputs"} == settings
+
+
 def replaced_results(pairs: list, out_dir: Path, settings: dict) -> str | None:
     """Why fusing ``pairs`` into ``out_dir`` with ``settings`` would replace or mix in with
     results made otherwise; None if it would not (a new folder, or the same settings again)."""
-    recorded = out_dir / SETTINGS_FILE
-    if recorded.is_file():
-        try:
-            old = json.loads(recorded.read_text())
-        except (OSError, ValueError):
-            old = None
-        if isinstance(old, dict) and {k: v for k, v in old.items() if k != "inputs"} == settings:
+    record = read_record(out_dir)
+    if record is not None:
+        if same_settings(record, settings):
             return None
-        made = (", ".join(f"{k} {v}" for k, v in old.items() if v is not None and k not in ("inputs", "weights_sha256"))
-                if isinstance(old, dict) else f"settings it cannot read ({recorded})")
+        shown = {k: v for k, v in (record or {}).items() if v is not None and k not in ("inputs", "weights_sha256")}
+        made = (", ".join(f"{k} {v}" for k, v in shown.items()) if record
+                else f"settings it cannot read ({out_dir / SETTINGS_FILE})")
         return f"{out_dir} holds results made with {made}"
     earlier = [p for p in pairs if output_file(out_dir, p).exists()]
     if earlier:
@@ -222,10 +237,7 @@ def replaced_results(pairs: list, out_dir: Path, settings: dict) -> str | None:
 def input_clashes(pairs: list, out_dir: Path) -> list[str]:
     """Outputs that exist and were made from other input files than this run's pair of the same
     name (two data sets both called ``test``, two single pairs both named ``1``)."""
-    try:
-        made_from = json.loads((out_dir / SETTINGS_FILE).read_text()).get("inputs", {})
-    except (OSError, ValueError, AttributeError):
-        return []
+    made_from = (read_record(out_dir) or {}).get("inputs", {})
     return [f"{output_file(out_dir, p)} was made from {' + '.join(made_from[p.name])}, not from {p.ir} + {p.vis}"
             for p in pairs if p.name in made_from and made_from[p.name] != pair_inputs(p)
             and output_file(out_dir, p).exists()]
@@ -235,8 +247,9 @@ def pair_inputs(pair) -> list[str]:
     return [str(pair.ir.resolve()), str(pair.vis.resolve())]
 
 
-def check_inputs(args, jobs, decoded: Decoded) -> list[tuple[str, list, Path]]:
-    """Decode and check every input of every job; report all problems at once."""
+def check_inputs(args, jobs, decoded: Decoded) -> tuple[list[tuple[str, list, Path]], bool]:
+    """Decode and check every input of every job; report all problems at once. Returns the jobs
+    with their good pairs only, and whether any input was bad."""
     bad: list[str] = []
     checked = []
     every_input = {f.resolve() for _, pairs, _ in jobs for p in pairs for f in (p.ir, p.vis)}
@@ -276,26 +289,19 @@ def guard_results(args, checked, settings: dict) -> None:
 def remove_stale(out_dir: Path, names: set[str], settings: dict) -> None:
     """With --overwrite under new settings: fused images that this run will not rewrite (pairs now
     skipped or gone) would sit beside a settings file that no longer describes them; remove them."""
-    try:
-        old = json.loads((out_dir / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
+    record = read_record(out_dir)
+    if not record or same_settings(record, settings):
         return
-    if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "inputs"} == settings:
-        return
-    for name in set(old.get("inputs", {})) - names:
+    for name in set(record.get("inputs", {})) - names:
         (out_dir / f"{name}.png").unlink(missing_ok=True)
 
 
-def write_settings(out_dir: Path, settings: dict, pairs: list, overwrite: bool) -> None:
-    """The folder's record, before its images, so that an interrupted run's files are labelled too."""
+def write_settings(out_dir: Path, settings: dict, pairs: list) -> None:
+    """The folder's record, before its images, so that an interrupted run's files are labelled too.
+    Pairs fused earlier with the same settings stay listed beside this run's."""
     from utils.files import atomic_write
-    inputs = {}
-    try:
-        old = json.loads((out_dir / SETTINGS_FILE).read_text())
-        if isinstance(old, dict) and {k: v for k, v in old.items() if k != "inputs"} == settings:
-            inputs = dict(old.get("inputs", {}))
-    except (OSError, ValueError):
-        pass
+    record = read_record(out_dir)
+    inputs = dict(record.get("inputs", {})) if same_settings(record, settings) else {}
     inputs.update({p.name: pair_inputs(p) for p in pairs})
     record = {**settings, "inputs": inputs}
     atomic_write(out_dir / SETTINGS_FILE, lambda fh: fh.write(json.dumps(record, indent=1).encode()))
@@ -360,7 +366,7 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
         for name, pairs, out_dir in checked:
             if not pairs:
                 continue
-            write_settings(out_dir, record, pairs, args.overwrite)
+            write_settings(out_dir, record, pairs)
             t0 = time.perf_counter()
             fuse_pairs(model, pairs, out_dir, settings, desc=name, images=decoded.load)
             written += len(pairs)
@@ -374,7 +380,7 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
 
 
 def score_set(name: str, pairs: list, out_dir: Path) -> None:
-    """--eval: the standard profile's mean row; metrics an image is too small for are named, not fatal."""
+    """--eval: the standard profile's mean row of the set just fused."""
     from utils.evaluation import evaluate, format_table, mean_row
     rows, colour = evaluate(pairs, out_dir, "standard", progress=False)
     note = "; colour scored on luma Y" if colour else ""
