@@ -103,10 +103,10 @@ def prepare(cfg: TrainConfig, explicit: frozenset[str]):
     init = T.initial_weights(cfg) if cfg.init_from and resume is None else None
     if cfg.lr is None:
         cfg.lr = T.FINETUNE_LR if init is not None else 1e-4
-    return cfg, device, training_images(cfg, resume), init, resume
+    return cfg, device, training_images(cfg), init, resume
 
 
-def training_images(cfg: TrainConfig, resume: dict | None) -> list[Path]:
+def training_images(cfg: TrainConfig) -> list[Path]:
     from utils import training as T
     from utils.data import check_readable, list_images
     root = Path(cfg.image_path)
@@ -130,14 +130,11 @@ def open_run(cfg: TrainConfig, resume: dict | None) -> tuple[Path, str]:
     """The run folder (claimed for a new run; the checkpoint's own for a resume) and the run id."""
     from utils import training as T
     from utils.files import check_writable
-    if resume is not None:
-        run_dir, run_id = T.resume_run_dir(cfg.resume_path, resume), resume.get("run_id")
-    else:
-        run_dir, run_id = T.claim_run_dir(cfg)
+    run_dir, run_id = T.resume_run_dir(cfg.resume_path, resume) if resume is not None else T.claim_run_dir(cfg)
     problem = check_writable(run_dir / "checkpoints")  # about the size of two checkpoints
     if problem:
         T.fail(problem)
-    return run_dir, run_id or T.secrets.token_hex(8)
+    return run_dir, run_id
 
 
 def print_header(trainer, cfg: TrainConfig, run_dir: Path) -> None:

@@ -378,3 +378,18 @@ def test_init_from_converted_official_weights_is_refused(images, tmp_path, capsy
     assert train(images, tmp_path / "runs", "--init_from", conv) == 2
     assert "--init_from takes this project's weights" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_from_before_run_ids_resumes_again_and_again(images, tmp_path):
+    """A checkpoint without run_id in a folder without run.json (written by older versions) is
+    resumed in its folder, which is then given a run.json, so its next checkpoints resume too."""
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2") == 0
+    run = tmp_path / "runs" / "r"
+    last = run / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    del ck["run_id"]
+    torch.save(ck, last)
+    (run / "run.json").unlink()
+    assert run_train.main(["--resume_path", str(last), "--num_epochs", "2"]) == 0
+    assert run_train.main(["--resume_path", str(last), "--num_epochs", "3"]) == 0
+    assert torch.load(last, weights_only=True)["epoch"] == 3

@@ -157,10 +157,12 @@ def load_resume(path: str) -> dict:
     return resume
 
 
-def resume_run_dir(path: str, resume: dict) -> Path:
-    """The folder of the run ``resume`` belongs to: the checkpoint must sit in that run's
+def resume_run_dir(path: str, resume: dict) -> tuple[Path, str]:
+    """The folder and id of the run ``resume`` belongs to: the checkpoint must sit in that run's
     ``checkpoints/`` folder, whose ``run.json`` carries the same run id. Anything else (a copy
-    elsewhere, another run's folder) is refused: a resume must never write over other files."""
+    elsewhere, another run's folder) is refused: a resume must never write over other files.
+    A run from before run ids (no id in the checkpoint, no run.json) is resumed where it lies and
+    given a run.json, so that its next checkpoints resume in turn."""
     ckpt = Path(path).resolve()
     run_dir = ckpt.parent.parent
     run_id = resume.get("run_id")
@@ -169,39 +171,43 @@ def resume_run_dir(path: str, resume: dict) -> Path:
         recorded = json.loads(marker.read_text()).get("run_id") if marker.is_file() else None
     except (OSError, ValueError, AttributeError):
         recorded = None
-    if run_id is None and ckpt.parent.name == "checkpoints" and recorded is None:
-        return run_dir  # a run from before run ids: its folder layout is the only record
+    if run_id is None and ckpt.parent.name == "checkpoints" and not marker.exists():
+        return run_dir, write_run_file(run_dir)
     if ckpt.parent.name != "checkpoints" or run_id is None or recorded != run_id:
         fail(f"{path} belongs to run {run_id or '(unrecorded)'}, but {run_dir} is not that run's folder "
              f"(no matching {RUN_FILE}); resume from the checkpoint inside its own run folder "
              f"(<run>/checkpoints/), or start a new run from it with --init_from {path}")
-    return run_dir
+    return run_dir, run_id
+
+
+def write_run_file(run_dir: Path) -> str:
+    """Create ``run_dir/run.json`` exclusively (O_EXCL) with a new run id, and return the id.
+    Raises FileExistsError if the folder already has one."""
+    run_id = secrets.token_hex(8)
+    fd = os.open(run_dir / RUN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid()}, fh)
+    return run_id
 
 
 def claim_run_dir(cfg: TrainConfig) -> tuple[Path, str]:
-    """Create the run folder's ``run.json`` exclusively (O_EXCL): of two runs started with the
+    """Claim the run folder by creating its ``run.json`` exclusively: of two runs started with the
     same name, one gets the folder and the other an error naming it. Default names carry the
     time and a random suffix, so runs started in the same second never collide."""
     name = cfg.run_name or f"densefuse_l{cfg.ssim_weight}_{time.strftime('%Y%m%d-%H%M%S')}_{secrets.token_hex(2)}"
     run_dir = Path(cfg.output_dir) / name
-    run_id = secrets.token_hex(8)
     earlier = sorted((run_dir / "checkpoints").glob("*.pt"))
     hint = (f"; continue it with --resume_path {run_dir / 'checkpoints' / 'last.pt'}"
             if (run_dir / "checkpoints" / "last.pt").is_file() else "")
+    if earlier:  # a folder from before run.json: still never written over
+        fail(f"{run_dir} already holds a run ({earlier[0].name}, ...); choose another --run_name{hint}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / RUN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        return run_dir, write_run_file(run_dir)
     except FileExistsError:
         fail(f"{run_dir} already holds a run ({RUN_FILE}); choose another --run_name{hint}")
     except OSError as e:
         fail(f"cannot write to {run_dir}: {e.strerror or e}")
-    if earlier:  # a folder from before run.json: still never written over
-        os.close(fd)
-        (run_dir / RUN_FILE).unlink()
-        fail(f"{run_dir} already holds a run ({earlier[0].name}, ...); choose another --run_name{hint}")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid()}, fh)
-    return run_dir, run_id
 
 
 def set_aside_later_checkpoints(ckpt_dir: Path, step: int) -> Path | None:
