@@ -289,7 +289,8 @@ import run_infer
 from models import densefuse
 first, encode = [], densefuse.DenseFuse.encode
 def timed_encode(self, x):
-    first.append(first[0] if first else time.time())
+    if not first:
+        first.append(time.time())
     return encode(self, x)
 densefuse.DenseFuse.encode = timed_encode
 assert run_infer.main(sys.argv[1:]) == 0
@@ -297,7 +298,7 @@ print(json.dumps({"first_tile": first[0]}))
 """
 
 NAIVE_SCRIPT = """
-import sys, time
+import sys
 import numpy as np, torch
 from PIL import Image
 from models.densefuse import DenseFuse

@@ -137,8 +137,10 @@ def load_model(path: str | os.PathLike, ssim_weight: int | None = None,
     checkpoint files/folder/zip, or the PyTorch port's ``.model``; see ``utils/official.py``).
     A shipped file's SHA-256 is checked against ``configs.SHIPPED_BY_LAMBDA``; ``sha256`` checks
     any other file. ``ssim_weight`` picks lambda in an official release holding several.
-    Returns ``(model, info)`` where ``info`` describes what was loaded (``kind``, ``sha256`` of
-    shipped files, epoch/step/config of checkpoints).
+    Returns ``(model, info)`` where ``info`` describes what was loaded: ``kind``, ``sha256`` of
+    the file (None for a TF checkpoint folder or prefix), epoch/step/config of checkpoints. The
+    file is hashed once here; callers reuse the digest (it identifies the weights in
+    ``fusion_settings.json``).
     """
     from configs import expected_sha256  # the shipped files' table
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import signal
 
 LEVELS = 256
 
@@ -33,7 +34,6 @@ def corr(x: np.ndarray, y: np.ndarray) -> float:
     return float((x * y).sum() / den) if den > 0 else 0.0
 
 
-
 def gaussian(n: int, sigma: float) -> np.ndarray:
     """MATLAB fspecial('gaussian', n, sigma): normalised n x n Gaussian."""
     r = (n - 1) / 2.0
@@ -44,12 +44,11 @@ def gaussian(n: int, sigma: float) -> np.ndarray:
 
 def filter_valid(img: np.ndarray, win: np.ndarray) -> np.ndarray:
     """MATLAB filter2(win, img, 'valid') (correlation)."""
-    from scipy import signal
     return signal.fftconvolve(img, win[::-1, ::-1], mode="valid")
 
 
-
 def box_valid(x: np.ndarray, n: int) -> np.ndarray:
+    """Mean over every n x n window (valid part only)."""
     return filter_valid(x, np.full((n, n), 1.0 / (n * n)))
 
 

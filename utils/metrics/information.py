@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft
 
 from utils.metrics.common import LEVELS, as_f64, entropy_of_counts, levels
 
@@ -20,7 +21,6 @@ def mutual_information(a, b, f) -> float:
 
     MI = MI(A,F) + MI(B,F), bits (log2), 256-bin histograms. Range [0, 16]."""
     return mutual_information_pair(a, f) + mutual_information_pair(b, f)
-
 
 
 # Feature mutual information (Haghighat et al. 2011; the "fast FMI" of Haghighat & Razian 2014)
@@ -83,7 +83,6 @@ def _features(x: np.ndarray, feature: str) -> np.ndarray:
     if feature == "none":
         return x
     if feature == "dct":
-        from scipy import fft
         return fft.dctn(x, type=2, norm="ortho")  # MATLAB dct2
     if feature == "wavelet":
         import pywt

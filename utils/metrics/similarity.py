@@ -67,7 +67,6 @@ def ms_ssim_metric(a, b, f) -> float:
     return sum(vals) / 2.0
 
 
-
 def vif_pair(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
     """Pixel-domain VIF (Sheikh & Bovik 2006, ``vifp_mscale``): 4 scales, Gaussian windows of
     size 2^(5-s)+1 with sigma size/5, valid filtering and 2x decimation, sigma_n^2 = 2 on 0-255."""
@@ -105,7 +104,6 @@ def vif(a, b, f) -> float:
 
     VIF = VIFp(A,F) + VIFp(B,F) (sources as reference), see :func:`vif_pair`."""
     return vif_pair(a, f) + vif_pair(b, f)
-
 
 
 def mef_ssim_scale(a: np.ndarray, b: np.ndarray, f: np.ndarray, k: float = 0.03) -> float:
