@@ -1,4 +1,5 @@
 """Fault injection: real signals to real subprocesses, hostile files, random inputs."""
+import json
 import os
 import signal
 import subprocess
@@ -95,6 +96,33 @@ def test_sigkill_leaves_only_complete_checkpoints(images, tmp_path):
     for p in finals:  # every file under a final name loads completely
         assert "model" in torch.load(p, weights_only=True)
     assert run_train.main(["--resume_path", str(ckpts / "last.pt"), "--device", "cpu"]) == 0
+
+
+def test_ctrl_c_during_fusion_is_one_line(tmp_path, tiny_weights):
+    """SIGINT mid-set: exit 2, one error line saying what was written, no traceback; every image
+    written is complete and the folder's record labels it."""
+    d = tmp_path / "S"
+    for k in range(1, 41):
+        write_gray(d / f"IR{k}.png", 300, 300, k)
+        write_gray(d / f"VIS{k}.png", 300, 300, k + 50)
+    out = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_infer.py"), "--test_path", str(d),
+                             "--output_path", str(out), "--weights", str(tiny_weights), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    wait_for(out / "S_fusion" / "1.png", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("fusion finished before the signal arrived")
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("error: interrupted")
+    written = sorted(p.stem for p in (out / "S_fusion").glob("*.png") if not p.name.startswith("."))
+    assert 0 < len(written) < 40
+    for name in written:
+        with Image.open(out / "S_fusion" / f"{name}.png") as im:
+            im.load()
+    record = json.loads((out / "S_fusion" / "fusion_settings.json").read_text())
+    assert set(written) <= set(record["inputs"])
 
 
 def test_kill_during_fusion_leaves_no_truncated_png(tmp_path, tiny_weights):

@@ -305,3 +305,10 @@ def test_non_default_settings_get_their_own_folder(tmp_path, tiny_weights, flat_
     assert infer("--test_path", flat_set, "--output_path", out, "--strategy", "l1_norm", "--output_mode", "clip",
                  weights=tiny_weights) == 0
     assert sorted(p.name for p in out.iterdir()) == ["Flat_fusion", "Flat_fusion_l1_norm_clip"]
+
+
+@pytest.mark.parametrize("radius", [-1, 1001])
+def test_absurd_l1_radius_is_refused(tmp_path, tiny_weights, capsys, flat_set, radius):
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", "--strategy", "l1_norm",
+                  "--l1_radius", radius, weights=tiny_weights)
+    assert f"--l1_radius must be between 0 and 1000, got {radius}" in err and not (tmp_path / "r").exists()

@@ -245,6 +245,7 @@ def test_bad_device_is_an_error_before_the_run_folder_is_created(images, tmp_pat
     ("--save_every", -1, "--save_every must be >= 0 (0 = only at epoch ends), got -1"),
     ("--batch_size", 0, "--batch_size must be >= 1, got 0"),
     ("--image_size", 8, "--image_size must be >= 16 (the SSIM window is 11), got 8"),
+    ("--image_size", 100000, "--image_size must be <= 8192 (a batch would not fit in memory), got 100000"),
     ("--pixel_range", 0, "--pixel_range must be positive, got 0.0"),
 ])
 def test_out_of_range_setting_is_an_error_before_the_run_folder(images, tmp_path, capsys, flag, value, message):
