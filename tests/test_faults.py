@@ -279,3 +279,18 @@ def test_two_runs_writing_one_folder(tmp_path, tiny_weights, flat_set):
     for f in files[:3]:
         with Image.open(out / "Flat_fusion" / f) as im:
             im.load()
+
+
+def test_no_progress_bars_in_redirected_output(tmp_path, tiny_weights, flat_set, images):
+    """Output that is not a terminal (a log file, a pipe) gets the summary lines only: no tqdm
+    bars and their carriage returns, from fusion or training."""
+    fuse = subprocess.run([sys.executable, str(ROOT / "run_infer.py"), "--test_path", str(flat_set), "--output_path",
+                           str(tmp_path / "res"), "--weights", str(tiny_weights), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "\r" not in fuse.stdout + fuse.stderr and "pair/s" not in fuse.stderr
+    assert "Flat: 3 pairs fused in" in fuse.stdout
+    train = subprocess.run([sys.executable, str(ROOT / "run_train.py"), *train_args(images, tmp_path / "runs"),
+                            "--num_epochs", "1", "--epoch_size", "4"], capture_output=True, text=True, cwd=ROOT,
+                           check=True)
+    assert "\r" not in train.stdout + train.stderr and "it/s" not in train.stderr
+    assert "epoch 1: mean loss" in train.stdout
