@@ -6,12 +6,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 
-#: Weights shipped with the repository (lambda = 100), trained by run_train.py (see README).
+#: Weights shipped with the repository (lambda = 100), trained by run_train.py (docs/weights.md).
 #: The file name carries the first 8 hex digits of its SHA-256; the full hash is checked at load.
 SHIPPED_WEIGHTS = ROOT / "weights" / "densefuse_gray_l100_daf2d5f7.pth"
 SHIPPED_SHA256 = "daf2d5f763ab8e122d6dd8a2049f53027e069af0270b9531d63534fe048ca12e"
 #: Every shipped file by lambda -> (file, SHA-256); the paper's other lambdas were trained with
-#: the same recipe (README, "Weights for other λ"). Pass the file to --weights.
+#: the same recipe (docs/weights.md, "Weights for other λ"). Pass the file to --weights.
 SHIPPED_BY_LAMBDA: dict[int, tuple[Path, str]] = {
     1: (ROOT / "weights" / "densefuse_gray_l1_abc014aa.pth",
         "abc014aa51ba5b8321c5deb76daab11c75132d7f42e860be92c43153b69bc70c"),

@@ -1,4 +1,4 @@
-"""The README's results tables: mean metrics per set, model and strategy, beside (A+B)/2.
+"""The results tables of docs/metrics.md: mean metrics per set, model and strategy, beside (A+B)/2.
 
     python -m run_scripts.results_table                         # shipped weights, both profiles
     python -m run_scripts.results_table --official ../shared/weights/official/densefuse_gray_tf_ckpt.zip
