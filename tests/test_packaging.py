@@ -13,8 +13,6 @@ from tests.conftest import ROOT
 #: Import name -> distribution name, where they differ.
 DISTRIBUTION = {"PIL": "pillow", "pywt": "pywavelets", "skimage": "scikit-image",
                 "pytorch_msssim": "pytorch-msssim"}
-#: Imported only inside optional branches that say what to install (none today).
-OPTIONAL: set[str] = set()
 
 
 def requirements(name: str = "requirements.txt") -> dict[str, str]:
@@ -58,7 +56,7 @@ def test_every_third_party_import_is_in_requirements():
     missing = {}
     for path in files:
         reqs = dev if path.relative_to(ROOT).parts[0] == "tests" else user
-        for name in top_level_imports(path) - set(sys.stdlib_module_names) - local - OPTIONAL:
+        for name in top_level_imports(path) - set(sys.stdlib_module_names) - local:
             if DISTRIBUTION.get(name, name).lower() not in reqs:
                 missing.setdefault(name, []).append(str(path.relative_to(ROOT)))
     assert not missing, f"imported but not in requirements.txt / requirements-dev.txt: {missing}"

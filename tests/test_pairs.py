@@ -15,7 +15,7 @@ def test_flat_layout_natural_order(tmp_path):
 
 
 @pytest.mark.parametrize("ir,vis,layout", [
-    ("ir", "vi", "ir/ + vi/"), ("IR", "vis", "ir/ + vi/"),
+    ("ir", "vi", "ir/ + vi/"), ("IR", "vis", "IR/ + vis/"),
     ("INF_images", "VIS_images", "INF_images/ + VIS_images/")])
 def test_subfolder_layouts(tmp_path, ir, vis, layout):
     for name in ("b 2", "a_1", "ü"):

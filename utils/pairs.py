@@ -85,7 +85,7 @@ def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
             pairs = _match(_by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir), folder)
             if not pairs:
                 raise PairError(f"{folder}: layout {layout} found but it holds no images")
-            return layout, pairs
+            return f"{ir_dir.name}/ + {vis_dir.name}/", pairs  # as the folders are spelt
     ir_files: dict[str, Path] = {}
     vis_files: dict[str, Path] = {}
     for p in _images(folder):
