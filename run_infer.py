@@ -59,11 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lambda: picks the shipped weights of that lambda when --weights is not given, "
                         "or the checkpoint of that lambda in an official TF release holding several "
                         "(when omitted: 100); an error with any other weights file")
-    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=d.strategy,
-                   help="feature fusion: add = paper's sum, mean = half the sum, l1_norm = paper's "
-                        "L1-norm weighting, max = element-wise maximum")
-    p.add_argument("--l1_radius", type=int, default=d.l1_radius,
-                   help="l1_norm block-average radius r (window 2r+1); 0 = official code")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=None,
+                   help=f"feature fusion: add = paper's sum, mean = half the sum, l1_norm = paper's "
+                        f"L1-norm weighting, max = element-wise maximum (default: {d.strategy}; with "
+                        f"--backend onnxruntime the strategy exported into the file)")
+    p.add_argument("--l1_radius", type=int, default=None,
+                   help=f"l1_norm block-average radius r (window 2r+1); 0 = official code (default: "
+                        f"{d.l1_radius}; with --backend onnxruntime the file's)")
     p.add_argument("--output_mode", choices=OUTPUT_MODES, default=d.output_mode,
                    help="minmax = stretch each output to 0..255 as the official release did; "
                         "clip = keep intensities, clip to 0..255")
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=d.tile,
                    help=f"tile size (exact, with a halo), at least {MIN_TILE}; 0 = automatic (192 on CPU, "
                         "for speed; on GPU only above 1600x1600 pixels), -1 = never")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="torch = this repository's PyTorch path (fastest here: docs/performance.md); onnxruntime "
+                        "= run an exported fusion graph (--weights FILE.onnx from python -m run_scripts.export_onnx; "
+                        "CPU; needs pip install onnx onnxruntime); results go to <Set>_fusion..._onnxruntime/")
     p.add_argument("--eval", action="store_true",
                    help="score each fused set with run_eval.py's standard profile; print the mean row")
     p.add_argument("--skip_bad", action="store_true",
@@ -94,9 +100,10 @@ def folder_suffix(args) -> str:
     """``_fusion`` for the default strategy and output mode, else ``_fusion_<strategy>_<mode>``,
     so that the README's examples, run one after another, each get their own folder."""
     d = FuseConfig()
+    backend = "_onnxruntime" if args.backend == "onnxruntime" else ""
     if (args.strategy, args.output_mode) == (d.strategy, d.output_mode):
-        return "_fusion"
-    return f"_fusion_{args.strategy}_{args.output_mode}"
+        return "_fusion" + backend
+    return f"_fusion_{args.strategy}_{args.output_mode}{backend}"
 
 
 def collect_jobs(args) -> list[tuple[str, list, Path]]:
@@ -191,12 +198,14 @@ def output_file(out_dir: Path, pair) -> Path:
     return path
 
 
-def recorded_settings(weights: Path, info: dict, settings) -> dict:
+def recorded_settings(weights: Path, info: dict, settings, backend: str = "torch") -> dict:
     """What decides the fused pixels: the weights (by name and content), the lambda taken from a
-    release holding several, and the fusion settings (tile size and device do not count: tiling
-    is exact)."""
-    return {"weights": weights.name, "weights_sha256": info.get("sha256"),
-            "ssim_weight": info.get("ssim_weight"), **settings.pixels()}
+    release holding several, the fusion settings (tile size and device do not count: tiling
+    is exact), and onnxruntime when it ran the network (its floats differ from torch's in the
+    last bits, so the two backends' results are never mixed in one folder)."""
+    record = {"weights": weights.name, "weights_sha256": info.get("sha256"),
+              "ssim_weight": info.get("ssim_weight"), **settings.pixels()}
+    return {**record, "backend": backend} if backend != "torch" else record
 
 
 def read_record(out_dir: Path):
@@ -328,8 +337,56 @@ def load_weights(args, weights: Path):
     return model, info
 
 
+def onnx_strategy(args) -> None:
+    """--backend onnxruntime: check the file and take its strategy (what it computes is fixed)."""
+    if args.weights is None or Path(args.weights).suffix.lower() != ".onnx":
+        raise InferError("--backend onnxruntime needs --weights FILE.onnx (python -m run_scripts.export_onnx "
+                         "WEIGHTS -o FILE.onnx)")
+    if args.ssim_weight is not None:
+        raise InferError("--ssim_weight does not apply to an ONNX file: it holds one network")
+    if args.device not in ("auto", "cpu"):
+        raise InferError(f"--backend onnxruntime runs on the CPU; --device {args.device} is for the torch backend")
+    from utils.errors import WeightsError
+    from utils.onnx_graph import read_metadata
+    path = Path(args.weights)
+    if not path.is_file():
+        raise InferError(f"{path}: file not found")
+    try:
+        meta = read_metadata(path)
+    except WeightsError as e:
+        raise InferError(str(e)) from None
+    if meta["part"] != "fusion" or meta["sources"] != 2:
+        what = f"the {meta['part']} alone" if meta["part"] != "fusion" else f"a {meta['sources']}-source graph"
+        raise InferError(f"{path} holds {what}; run_infer.py fuses pairs with a 2-source fusion graph")
+    for flag, ours, theirs in (("--strategy", args.strategy, meta["strategy"]),
+                               ("--l1_radius", args.l1_radius, meta["l1_radius"])):
+        if ours is not None and theirs is not None and ours != theirs:
+            raise InferError(f"{flag} {ours} was given, but {path} was exported with {theirs}; export the file "
+                             f"again with {flag} {ours}, or leave the flag out")
+    args.strategy, args.l1_radius, args.device = meta["strategy"], meta["l1_radius"], "cpu"
+
+
+def load_network(args, weights: Path):
+    """The model (torch) or the onnxruntime network, and what describes the weights."""
+    if args.backend == "torch":
+        return load_weights(args, weights)
+    from utils.checkpoint import sha256_file
+    from utils.errors import WeightsError
+    from utils.onnx_graph import OnnxNetwork
+    try:
+        net = OnnxNetwork(weights)
+    except WeightsError as e:
+        raise InferError(str(e)) from None
+    return net, {"sha256": sha256_file(weights), "ssim_weight": None, "kind": "ONNX fusion graph, onnxruntime"}
+
+
 def run(args) -> int:
     from utils.devices import resolve_device
+    if args.backend == "onnxruntime":
+        onnx_strategy(args)
+    d = FuseConfig()
+    args.strategy = args.strategy or d.strategy
+    args.l1_radius = d.l1_radius if args.l1_radius is None else args.l1_radius
     if args.l1_radius < 0 or args.l1_radius > 1000:
         raise InferError(f"--l1_radius must be between 0 and 1000, got {args.l1_radius}")
     if args.tile not in (0, -1) and args.tile < MIN_TILE:
@@ -342,10 +399,10 @@ def run(args) -> int:
     decoded = Decoded()
     checked, any_bad = check_inputs(args, collect_jobs(args), decoded)
     weights = pick_weights(args)
-    model, info = load_weights(args, weights)
+    model, info = load_network(args, weights)
     from utils.fusion import FuseSettings
     settings = FuseSettings(args.strategy, args.l1_radius, args.output_mode, args.tile, str(device))
-    record = recorded_settings(weights, info, settings)
+    record = recorded_settings(weights, info, settings, args.backend)
     guard_results(args, checked, record)
     fuse_jobs(args, checked, model, settings, record, decoded, f"weights: {weights} ({info['kind']})")
     return 1 if any_bad else 0
@@ -359,7 +416,8 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
         if pairs and (problem := check_writable(out_dir)):
             raise InferError(problem)
     keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
-    model = prepare_model(model, settings.device)
+    if args.backend == "torch":
+        model = prepare_model(model, settings.device)
     print(f"{what}; strategy {settings.strategy}, output {settings.output_mode}, device {settings.device}")
     written = 0
     try:

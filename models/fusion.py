@@ -1,6 +1,8 @@
-"""Fusion strategies: pure functions on two (B,64,H,W) feature maps -> (B,64,H,W).
+"""Fusion strategies: pure functions on N >= 2 feature maps, each (B,64,H,W) -> (B,64,H,W).
 
-Paper Sec. III-C. ``STRATEGIES`` maps the names accepted by ``--strategy`` to functions. A
+Paper Sec. III-C, written for any number of sources (the paper fuses two; multi-focus and
+multi-exposure users bring more). A strategy is called as ``fn(phi_1, ..., phi_N)`` with the
+maps in source order. ``STRATEGIES`` maps the names accepted by ``--strategy`` to functions. A
 strategy that reads a neighbourhood of each pixel takes it as a ``radius`` keyword (the L1-norm
 block average): :func:`get_strategy` binds it and :func:`strategy_radius` widens the tile halo
 by it, so the function's own signature is the one place that says so.
@@ -8,30 +10,39 @@ by it, so the function's own signature is the one place that says so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import partial, reduce
 from inspect import signature
 
 import torch
 import torch.nn.functional as F
 
-Strategy = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Strategy = Callable[..., torch.Tensor]
 
 
-def add(f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
-    """Paper's addition strategy (Eq. 2): f = phi_ir + phi_vis, a plain sum as in the
-    official TF code. The decoded image is then brighter than either source, which is why the
-    official release stretched its outputs (``--output_mode minmax``)."""
-    return f_ir + f_vis
+def _at_least_two(features: tuple) -> None:
+    if len(features) < 2:
+        raise ValueError(f"a fusion strategy needs at least 2 feature maps, got {len(features)}")
 
 
-def mean(f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
-    """(phi_ir + phi_vis) / 2: what most PyTorch ports call "addition"; keeps the intensity scale."""
-    return (f_ir + f_vis) * 0.5
+def add(*features: torch.Tensor) -> torch.Tensor:
+    """Paper's addition strategy (Eq. 2): f = sum_k phi_k, a plain sum as in the official TF code.
+    The decoded image is then brighter than any source, which is why the official release
+    stretched its outputs (``--output_mode minmax``)."""
+    _at_least_two(features)
+    return reduce(torch.add, features)
 
 
-def maximum(f_ir: torch.Tensor, f_vis: torch.Tensor) -> torch.Tensor:
-    """Element-wise maximum of the two feature maps."""
-    return torch.maximum(f_ir, f_vis)
+def mean(*features: torch.Tensor) -> torch.Tensor:
+    """sum_k phi_k / N: what most PyTorch ports call "addition"; keeps the intensity scale.
+    (For N = 2 the factor is 0.5, so this is bit-for-bit (phi_1 + phi_2) / 2.)"""
+    _at_least_two(features)
+    return reduce(torch.add, features) * (1.0 / len(features))
+
+
+def maximum(*features: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of the feature maps."""
+    _at_least_two(features)
+    return reduce(torch.maximum, features)
 
 
 def l1_activity(f: torch.Tensor, radius: int = 1) -> torch.Tensor:
@@ -47,19 +58,25 @@ def l1_activity(f: torch.Tensor, radius: int = 1) -> torch.Tensor:
     return act
 
 
-def l1_weights(f_ir: torch.Tensor, f_vis: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """The IR weight map of the L1-norm strategy (paper Eq. 5), (B,1,H,W): w_ir = C_ir / (C_ir + C_vis)
-    from :func:`l1_activity`, 0.5 where both activities are 0; the visible weight is 1 - w_ir."""
-    a_ir, a_vis = l1_activity(f_ir, radius), l1_activity(f_vis, radius)
-    total = a_ir + a_vis
-    return torch.where(total > 0, a_ir / total.clamp_min(torch.finfo(total.dtype).tiny), 0.5)
+def l1_weights(*features: torch.Tensor, radius: int = 1) -> list[torch.Tensor]:
+    """The weight maps of the L1-norm strategy (paper Eq. 5), one (B,1,H,W) map per source:
+    w_k = C_k / sum_j C_j from :func:`l1_activity`, 1/N where every activity is 0.
+
+    The last weight is 1 - (the others), so the weights sum to 1 exactly and for two sources
+    this is the paper's w_ir, w_vis = C_ir / (C_ir + C_vis), 1 - w_ir.
+    """
+    _at_least_two(features)
+    acts = [l1_activity(f, radius) for f in features]
+    total = reduce(torch.add, acts)
+    safe = total.clamp_min(torch.finfo(total.dtype).tiny)
+    weights = [torch.where(total > 0, a / safe, 1.0 / len(acts)) for a in acts[:-1]]
+    return [*weights, 1.0 - reduce(torch.add, weights)]
 
 
-def l1_norm(f_ir: torch.Tensor, f_vis: torch.Tensor, radius: int = 1) -> torch.Tensor:
-    """Paper's L1-norm strategy (Eqs. 3-5): f = w_ir phi_ir + w_vis phi_vis with the weights of
+def l1_norm(*features: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Paper's L1-norm strategy (Eqs. 3-5): f = sum_k w_k phi_k with the weights of
     :func:`l1_weights`, which sum to 1 at every pixel."""
-    w_ir = l1_weights(f_ir, f_vis, radius)
-    return w_ir * f_ir + (1.0 - w_ir) * f_vis
+    return reduce(torch.add, (w * f for w, f in zip(l1_weights(*features, radius=radius), features, strict=True)))
 
 
 STRATEGIES: dict[str, Strategy] = {

@@ -63,12 +63,30 @@ def prepare_model(model: DenseFuse, device: torch.device | str = "cpu") -> Dense
     return model.to(device).eval().to(memory_format=torch.channels_last)
 
 
-def fuse_tensors(model: DenseFuse, ir: torch.Tensor, vis: torch.Tensor, strategy) -> torch.Tensor:
-    """(1,1,H,W) x2 -> (1,1,H,W) float, no post-processing. Both images go through the
-    encoder as one batch of two, in channels-last layout."""
-    x = torch.cat([ir, vis]).contiguous(memory_format=torch.channels_last)
-    f = model.encode(x)
-    return model.decode(strategy(f[:1], f[1:]))
+class TorchNetwork:
+    """The network call of the PyTorch path: N source tiles (N,C,h,w) -> fused tile (1,C,h,w).
+
+    All sources go through the encoder as one batch, in channels-last layout; the strategy gets
+    the N feature maps in source order. ``halo``: how far an output pixel sees (for exact tiling).
+    The onnxruntime path (``utils/onnx_graph.OnnxNetwork``) offers the same call, so everything
+    else in this module serves both.
+    """
+
+    def __init__(self, model: DenseFuse, strategy: str = "add", radius: int = 1):
+        self.model, self.fn = model, get_strategy(strategy, radius)
+        self.halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(strategy, radius)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.model.encode(x.contiguous(memory_format=torch.channels_last))
+        return self.model.decode(self.fn(*f.split(1)))
+
+
+def network_for(model, settings: FuseSettings):
+    """A network call for ``settings``: a DenseFuse model is wrapped in :class:`TorchNetwork`;
+    anything else (an ``OnnxNetwork``) is already one and is returned as it is."""
+    if isinstance(model, torch.nn.Module):
+        return TorchNetwork(model, settings.strategy, settings.l1_radius)
+    return model
 
 
 def auto_tile(device: torch.device | str, pixels: int) -> int:
@@ -78,18 +96,21 @@ def auto_tile(device: torch.device | str, pixels: int) -> int:
     return AUTO_TILE_SIZE if pixels > AUTO_TILE_PIXELS else -1
 
 
-def fuse_tiled(model: DenseFuse, ir: torch.Tensor, vis: torch.Tensor, strategy,
-               tile: int, halo: int) -> torch.Tensor:
-    """:func:`fuse_tensors` computed tile by tile; exact when ``halo`` covers the receptive field."""
-    _, _, h, w = ir.shape
+def fuse_tiled(net, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """``net(x)`` for a (N,C,H,W) stack of sources, computed tile by tile; exact because each
+    tile carries a halo of ``net.halo`` pixels (reflection padding only at true image borders)."""
+    h, w = x.shape[-2:]
     if h <= tile and w <= tile:
-        return fuse_tensors(model, ir, vis, strategy)
-    out = torch.empty((ir.shape[0], 1, h, w), dtype=ir.dtype, device=ir.device)
+        return net(x)
+    out = None
+    halo = net.halo
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
             ya, yb, xa, xb = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
-            part = fuse_tensors(model, ir[..., ya:yb, xa:xb], vis[..., ya:yb, xa:xb], strategy)
+            part = net(x[..., ya:yb, xa:xb])
+            if out is None:
+                out = torch.empty((1, part.shape[1], h, w), dtype=part.dtype, device=part.device)
             out[..., y0:y1, x0:x1] = part[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
     return out
 
@@ -114,27 +135,30 @@ def postprocess(y: np.ndarray, mode: str) -> np.ndarray:
 
 
 @torch.inference_mode()
-def fuse_gray(model: DenseFuse, ir: np.ndarray, vis: np.ndarray, settings: FuseSettings = FuseSettings()) -> np.ndarray:
-    """Fuse two (H,W) float32 [0,1] gray images; returns the raw (H,W) float32 decoder output.
-
-    The model should come from :func:`prepare_model` (any model works; that one is fastest).
-    """
-    if ir.shape != vis.shape:
-        raise ValueError(f"image sizes differ: IR {ir.shape[::-1]} vs visible {vis.shape[::-1]}")
+def fuse_sources(model, sources: list[np.ndarray], settings: FuseSettings = FuseSettings()) -> np.ndarray:
+    """Fuse N >= 2 registered (H,W) float32 [0,1] gray images, in order; returns the raw (H,W)
+    float32 decoder output. ``model``: a DenseFuse (best from :func:`prepare_model`) or a network
+    call such as ``OnnxNetwork``."""
+    if len(sources) < 2:
+        raise ValueError(f"fusion needs at least 2 images, got {len(sources)}")
+    if len({im.shape for im in sources}) > 1:
+        raise ValueError(f"image sizes differ: {', '.join(str(im.shape[::-1]) for im in sources)}")
     s = settings
-    fn = get_strategy(s.strategy, s.l1_radius)
-    t_ir = torch.from_numpy(np.ascontiguousarray(ir))[None, None].to(s.device)
-    t_vis = torch.from_numpy(np.ascontiguousarray(vis))[None, None].to(s.device)
-    tile = auto_tile(s.device, ir.size) if s.tile == 0 else s.tile
-    if tile > 0:
-        halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(s.strategy, s.l1_radius)
-        out = fuse_tiled(model, t_ir, t_vis, fn, tile, halo)
-    else:
-        out = fuse_tensors(model, t_ir, t_vis, fn)
+    net = network_for(model, s)
+    x = torch.from_numpy(np.stack(sources))[:, None].to(s.device)
+    tile = auto_tile(s.device, sources[0].size) if s.tile == 0 else s.tile
+    out = fuse_tiled(net, x, tile) if tile > 0 else net(x)
     return out[0, 0].float().cpu().numpy()
 
 
-def fuse_images(model: DenseFuse, ir: np.ndarray, vis: np.ndarray,
+def fuse_gray(model, ir: np.ndarray, vis: np.ndarray, settings: FuseSettings = FuseSettings()) -> np.ndarray:
+    """Fuse two (H,W) float32 [0,1] gray images (:func:`fuse_sources` of ``[ir, vis]``)."""
+    if ir.shape != vis.shape:
+        raise ValueError(f"image sizes differ: IR {ir.shape[::-1]} vs visible {vis.shape[::-1]}")
+    return fuse_sources(model, [ir, vis], settings)
+
+
+def fuse_images(model, ir: np.ndarray, vis: np.ndarray,
                 settings: FuseSettings = FuseSettings()) -> np.ndarray:
     """Fuse an IR and a visible image (float32 [0,1], gray (H,W) or colour (H,W,3)) to uint8.
 
@@ -150,7 +174,7 @@ def fuse_images(model: DenseFuse, ir: np.ndarray, vis: np.ndarray,
     return to_uint8(ycbcr_to_rgb(ycc))
 
 
-def fuse_pairs(model: DenseFuse, pairs, out_dir, settings: FuseSettings = FuseSettings(),
+def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
                desc: str | None = None, images=None) -> None:
     """Fuse every pair and write ``<out_dir>/<pair name>.png`` (atomically), with a progress bar
     on a terminal. ``images``: an optional callable ``pair -> (ir, vis)`` giving images already

@@ -1,0 +1,157 @@
+"""ONNX export of the fusion graph, and onnxruntime as a fusion backend.
+
+The exported graph is the whole of paper Fig. 3 for N sources: inputs ``source0 .. source{N-1}``,
+each float32 (1, C, H, W) in [0, 1] in the order given, output ``fused`` (1, C, H, W): the
+decoder's raw output, before any 8-bit conversion (``utils.fusion.postprocess`` does that, for
+both backends). Height and width are dynamic. ``part="encoder"`` exports ``image`` (B,C,H,W) ->
+``features`` (B,64,H,W) and ``part="decoder"`` the reverse, for people who fuse features
+themselves. Every strategy exports (they are sums, products, maxima, an average pool and a
+``Where``); the file records which one it holds, with the network's arguments and the weights'
+hash, in its metadata (``densefuse`` key, JSON), so that a run can say what made its pixels.
+
+onnx, onnxscript (the exporter) and onnxruntime are optional: only exporting and
+``--backend onnxruntime`` need them, and a missing one is an error naming the package.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.densefuse import DenseFuse
+from models.fusion import get_strategy, strategy_radius, takes_radius
+from utils.errors import WeightsError
+
+#: Recent and supported by onnxruntime's CPU provider; the dynamo exporter's own default.
+OPSET = 18
+#: The metadata key and format tag of an exported file.
+METADATA_KEY = "densefuse"
+FORMAT = "densefuse-onnx/1"
+PARTS = ("fusion", "encoder", "decoder")
+
+
+def require(module: str, package: str | None = None):
+    """Import an optional package, or fail with the pip command that installs it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise WeightsError(f"this needs the {package or module} package: pip install {package or module}") from None
+
+
+class FusionGraph(nn.Module):
+    """N source images (each (1,C,H,W)) -> fused image (1,C,H,W): encode as one batch, fuse, decode."""
+
+    def __init__(self, model: DenseFuse, strategy: str, radius: int):
+        super().__init__()
+        self.model, self.fn = model, get_strategy(strategy, radius)
+
+    def forward(self, *sources: torch.Tensor) -> torch.Tensor:
+        f = self.model.encode(torch.cat(sources))
+        return self.model.decode(self.fn(*f.split(1)))
+
+
+class Part(nn.Module):
+    """The encoder or the decoder alone (batched)."""
+
+    def __init__(self, model: DenseFuse, part: str):
+        super().__init__()
+        self.model, self.part = model, part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x) if self.part == "encoder" else self.model.decode(x)
+
+
+def graph_and_inputs(model: DenseFuse, part: str, strategy: str, radius: int, sources: int):
+    """The module to export, example inputs, input and output names, and their dynamic axes."""
+    c = model.model_args()["channels"]
+    hw = {2: torch.export.Dim("height", min=2), 3: torch.export.Dim("width", min=2)}
+    if part == "fusion":
+        names = [f"source{k}" for k in range(sources)]
+        example = tuple(torch.rand(1, c, 40, 52) for _ in range(sources))
+        return FusionGraph(model, strategy, radius), example, names, ["fused"], ((hw,) * sources,)
+    batch = {0: torch.export.Dim("batch", min=1), **hw}
+    inp, out = ("image", "features") if part == "encoder" else ("features", "image")
+    example = (torch.rand(2, c if part == "encoder" else 64, 40, 52),)
+    return Part(model, part), example, [inp], [out], (batch,)
+
+
+def export_onnx(model: DenseFuse, path: Path, *, part: str = "fusion", strategy: str = "add", radius: int = 1,
+                sources: int = 2, provenance: dict | None = None, opset: int = OPSET) -> dict:
+    """Write ``model``'s graph to ``path`` (atomically), check it with ``onnx.checker``, and
+    return the metadata recorded in it. ``provenance``: what to record about the weights."""
+    onnx = require("onnx")
+    require("onnxscript")
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; choose from {PARTS}")
+    if part == "fusion" and sources < 2:
+        raise ValueError(f"a fusion graph needs at least 2 sources, got {sources}")
+    model = model.float().eval()
+    module, example, inputs, outputs, dynamic = graph_and_inputs(model, part, strategy, radius, sources)
+    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # "torchvision is not installed" and the like
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
+        program = torch.onnx.export(module, example, input_names=inputs, output_names=outputs,
+                                    opset_version=opset, dynamo=True, dynamic_shapes=dynamic, verbose=False)
+    proto = program.model_proto
+    meta = {"format": FORMAT, "part": part, "model_args": model.model_args(), **(provenance or {})}
+    if part == "fusion":
+        meta.update(strategy=strategy, l1_radius=radius if takes_radius(strategy) else None, sources=sources)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    onnx.checker.check_model(proto, full_check=True)
+    from utils.files import atomic_write
+    atomic_write(Path(path), lambda fh: fh.write(proto.SerializeToString()))
+    return meta
+
+
+def read_metadata(path: Path) -> dict:
+    """The ``densefuse`` metadata of an exported file; a clear error for any other file."""
+    onnx = require("onnx")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError, OSError, ...
+        raise WeightsError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    try:
+        meta = json.loads(props[METADATA_KEY])
+        assert meta.get("format") == FORMAT
+    except (KeyError, ValueError, AssertionError):
+        raise WeightsError(f"{path}: an ONNX file not written by run_scripts/export_onnx.py (no {METADATA_KEY!r} "
+                           f"metadata of format {FORMAT}); export one with python -m run_scripts.export_onnx") from None
+    return meta
+
+
+class OnnxNetwork:
+    """An exported fusion graph run by onnxruntime, with :class:`utils.fusion.TorchNetwork`'s
+    call: a (N,C,h,w) CPU tensor of sources -> the fused (1,C,h,w) tensor."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        ort = require("onnxruntime")
+        self.meta = read_metadata(path)
+        if self.meta["part"] != "fusion":
+            raise WeightsError(f"{path} holds the {self.meta['part']} alone; fusing needs a whole fusion graph "
+                               f"(export without --part)")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(self.meta["strategy"], self.meta["l1_radius"] or 0)
+
+    @property
+    def sources(self) -> int:
+        return len(self.inputs)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self.sources:
+            raise ValueError(f"this ONNX graph fuses {self.sources} sources, got {x.shape[0]}")
+        arrays = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        feeds = {name: arrays[k:k + 1] for k, name in enumerate(self.inputs)}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
