@@ -159,7 +159,7 @@ def test_help_lists_defaults(capsys):
     with pytest.raises(SystemExit):
         run_infer.main(["--help"])
     out = capsys.readouterr().out
-    assert "--strategy" in out and "(default: add)" in out and "(default: minmax)" in out
+    assert "--strategy" in out and "(default: add;" in out and "(default: minmax)" in out
 
 
 def test_bad_device_is_an_error_before_anything_is_created(tmp_path, tiny_weights, capsys, flat_set):

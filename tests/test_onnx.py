@@ -36,11 +36,13 @@ def shipped():
 def exported(shipped, tmp_path_factory):
     """strategy -> exported 2-source fusion graph of the shipped lambda = 100 weights."""
     d = tmp_path_factory.mktemp("onnx")
-    files = {}
-    for name in sorted(STRATEGIES):
-        files[name] = d / f"{name}.onnx"
-        export_onnx(shipped, files[name], strategy=name, radius=1, provenance={"weights": SHIPPED_WEIGHTS.name})
-    return files
+
+    class Exported(dict):  # exported on first use: the default run needs two of the four
+        def __missing__(self, name):
+            self[name] = d / f"{name}.onnx"
+            export_onnx(shipped, self[name], strategy=name, radius=1, provenance={"weights": SHIPPED_WEIGHTS.name})
+            return self[name]
+    return Exported()
 
 
 def real_pairs():
@@ -52,7 +54,8 @@ def real_pairs():
     return out
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", [s if s in ("add", "l1_norm") else pytest.param(s, marks=pytest.mark.slow)
+                                      for s in sorted(STRATEGIES)])
 def test_onnxruntime_matches_pytorch_on_real_pairs(shipped, exported, strategy):
     """Every strategy exports; onnxruntime's output is within 1e-4 of PyTorch's before
     quantisation and >= 99.9 % of the 8-bit pixels are identical, at odd sizes, tiled or not."""

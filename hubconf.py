@@ -1,0 +1,61 @@
+"""torch.hub entry points: DenseFuse as a baseline inside your own PyTorch code.
+
+    model = torch.hub.load("path/to/this/checkout", "densefuse", source="local", lam=100)
+    fused = torch.hub.load("path/to/this/checkout", "fuse", ir, vis, source="local", strategy="l1_norm")
+
+The weights are the files in ``weights/`` (hash-checked on load); nothing is downloaded.
+"""
+from __future__ import annotations
+
+import torch
+
+dependencies = ["torch", "numpy"]
+
+
+def densefuse(lam: int = 100, channels: int = 1, pretrained: bool = True):
+    """The DenseFuse autoencoder (``encode``/``decode``/``forward``), in eval mode, on the CPU.
+
+    ``lam``: the SSIM weight lambda of the shipped weights (1, 10, 100, 1000). ``channels``: 1 for the
+    gray network (inputs (B,1,H,W) in [0, 1]). ``pretrained=False`` gives an untrained network.
+    """
+    from configs import SHIPPED_BY_LAMBDA
+    from models.densefuse import DenseFuse
+    from utils.checkpoint import load_model
+    if not pretrained:
+        return DenseFuse(channels=channels).eval()
+    if channels != 1:
+        raise ValueError(f"no shipped weights with channels={channels}: the shipped networks are gray "
+                         f"(channels=1); pretrained=False gives an untrained {channels}-channel network")
+    if lam not in SHIPPED_BY_LAMBDA:
+        raise ValueError(f"no shipped weights for lam={lam}; choose from {sorted(SHIPPED_BY_LAMBDA)}")
+    return load_model(SHIPPED_BY_LAMBDA[lam][0])[0]
+
+
+def fuse(*sources: torch.Tensor, network=None, lam: int = 100, strategy: str = "add", l1_radius: int = 1,
+         output_mode: str | None = None) -> torch.Tensor:
+    """Fuse two or more registered images: each (B,C,H,W) (or (H,W)) float in [0, 1], same shape and
+    device -> the fused tensor of that shape (paper Fig. 3, untiled, gradients kept if enabled).
+
+    ``network``: a :func:`densefuse` model (default: the shipped one of ``lam``, moved to the inputs'
+    device; not ``model``, which is ``torch.hub.load``'s own argument). ``strategy``: add, mean, l1_norm
+    or max. ``output_mode``: None returns the decoder's raw output; ``"clip"`` clamps to [0, 1];
+    ``"minmax"`` stretches each image to [0, 1] (as the official release did for add).
+    """
+    from models.fusion import get_strategy
+    if len(sources) < 2:
+        raise ValueError(f"fuse needs at least 2 images, got {len(sources)}")
+    if len({tuple(s.shape) for s in sources}) > 1:
+        raise ValueError(f"image shapes differ: {[tuple(s.shape) for s in sources]}")
+    flat = sources[0].dim() == 2
+    batch = [s[None, None] if flat else s for s in sources]
+    model = (network or densefuse(lam)).to(batch[0].device)
+    features = model.encode(torch.cat(batch))
+    out = model.decode(get_strategy(strategy, l1_radius)(*features.chunk(len(batch))))
+    if output_mode == "clip":
+        out = out.clamp(0, 1)
+    elif output_mode == "minmax":
+        lo, hi = out.amin(dim=(1, 2, 3), keepdim=True), out.amax(dim=(1, 2, 3), keepdim=True)
+        out = torch.where(hi > lo, (out - lo) / (hi - lo).clamp_min(1e-12), out.clamp(0, 1))
+    elif output_mode is not None:
+        raise ValueError(f"output_mode must be None, 'clip' or 'minmax', got {output_mode!r}")
+    return out[0, 0] if flat else out
