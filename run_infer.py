@@ -337,8 +337,9 @@ def load_weights(args, weights: Path):
     return model, info
 
 
-def onnx_strategy(args) -> None:
-    """--backend onnxruntime: check the file and take its strategy (what it computes is fixed)."""
+def onnx_strategy(args) -> dict:
+    """--backend onnxruntime: check the file and take its strategy (what it computes is fixed).
+    Returns the file's metadata."""
     if args.weights is None or Path(args.weights).suffix.lower() != ".onnx":
         raise InferError("--backend onnxruntime needs --weights FILE.onnx (python -m run_scripts.export_onnx "
                          "WEIGHTS -o FILE.onnx)")
@@ -364,9 +365,10 @@ def onnx_strategy(args) -> None:
             raise InferError(f"{flag} {ours} was given, but {path} was exported with {theirs}; export the file "
                              f"again with {flag} {ours}, or leave the flag out")
     args.strategy, args.l1_radius, args.device = meta["strategy"], meta["l1_radius"], "cpu"
+    return meta
 
 
-def load_network(args, weights: Path):
+def load_network(args, weights: Path, onnx_meta: dict | None):
     """The model (torch) or the onnxruntime network, and what describes the weights."""
     if args.backend == "torch":
         return load_weights(args, weights)
@@ -374,7 +376,7 @@ def load_network(args, weights: Path):
     from utils.errors import WeightsError
     from utils.onnx_graph import OnnxNetwork
     try:
-        net = OnnxNetwork(weights)
+        net = OnnxNetwork(weights, meta=onnx_meta)
     except WeightsError as e:
         raise InferError(str(e)) from None
     return net, {"sha256": sha256_file(weights), "ssim_weight": None, "kind": "ONNX fusion graph, onnxruntime"}
@@ -382,8 +384,7 @@ def load_network(args, weights: Path):
 
 def run(args) -> int:
     from utils.devices import resolve_device
-    if args.backend == "onnxruntime":
-        onnx_strategy(args)
+    onnx_meta = onnx_strategy(args) if args.backend == "onnxruntime" else None
     d = FuseConfig()
     args.strategy = args.strategy or d.strategy
     args.l1_radius = d.l1_radius if args.l1_radius is None else args.l1_radius
@@ -399,7 +400,7 @@ def run(args) -> int:
     decoded = Decoded()
     checked, any_bad = check_inputs(args, collect_jobs(args), decoded)
     weights = pick_weights(args)
-    model, info = load_network(args, weights)
+    model, info = load_network(args, weights, onnx_meta)
     from utils.fusion import FuseSettings
     settings = FuseSettings(args.strategy, args.l1_radius, args.output_mode, args.tile, str(device))
     record = recorded_settings(weights, info, settings, args.backend)

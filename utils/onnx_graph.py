@@ -132,9 +132,10 @@ class OnnxNetwork:
     """An exported fusion graph run by onnxruntime, with :class:`utils.fusion.TorchNetwork`'s
     call: a (N,C,h,w) CPU tensor of sources -> the fused (1,C,h,w) tensor."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, meta: dict | None = None):
+        """``meta``: the file's :func:`read_metadata`, when the caller has read it already."""
         ort = require("onnxruntime")
-        self.meta = read_metadata(path)
+        self.meta = meta or read_metadata(path)
         if self.meta["part"] != "fusion":
             raise WeightsError(f"{path} holds the {self.meta['part']} alone; fusing needs a whole fusion graph "
                                f"(export without --part)")
