@@ -63,7 +63,7 @@ def test_onnxruntime_matches_pytorch_on_real_pairs(shipped, exported, strategy):
     mode = "minmax" if strategy == "add" else "clip"
     for ir, vis in real_pairs():
         ref = fuse_gray(model, ir, vis, FuseSettings(strategy, 1, tile=-1))
-        for tile in (-1, 96):
+        for tile in ((-1, 96) if strategy == "l1_norm" else (-1,)):  # tiling: once, with the widest halo
             got = fuse_gray(net, ir, vis, FuseSettings(strategy, 1, tile=tile))
             assert got.shape == ir.shape
             assert np.abs(got - ref).max() <= 1e-4
