@@ -1,12 +1,14 @@
 """Train the DenseFuse autoencoder (paper Sec. III-B) on natural images.
 
     python run_train.py --image_path /data/coco2014/train --ssim_weight 100
+    torchrun --nproc_per_node 4 run_train.py --image_path ... --batch_size 8   # DDP, 4 GPUs
 
 Only the encoder/decoder are trained, to reconstruct their input; the fusion strategy is not
 part of training. Loss = 255^2 * MSE + lambda * (1 - SSIM) (see utils/losses.py).
 Outputs go to ``<output_dir>/<run_name>/``: ``logs/`` (TensorBoard) and ``checkpoints/``
 (``epoch_<k>.pt``, ``last.pt``, ``best.pt``; resume with ``--resume_path``). The work lives in
-``utils/training.py``; this file is the command line and the order of things.
+``utils/training.py``; this file is the command line and the order of things. Under torchrun
+every process runs this script; --batch_size is the global batch (utils/distributed.py).
 """
 from __future__ import annotations
 
@@ -20,11 +22,8 @@ from configs import SSIM_WEIGHTS, TrainConfig
 from utils.cli import DefaultsFormatter
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
-    p = argparse.ArgumentParser(
-        description="Train the DenseFuse autoencoder (pixel MSE + lambda*(1-SSIM)).",
-        formatter_class=DefaultsFormatter)
+def add_data_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    p = p.add_argument_group("training images")
     p.add_argument("--image_path", default=d.image_path,
                    help="folder of training images, searched recursively for "
                         "jpg/jpeg/png/bmp/tif/tiff (the paper: MS-COCO 2014 train)")
@@ -41,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", type=float, nargs=2, default=d.zoom, metavar=("MIN", "MAX"),
                    help="with --crop: each crop covers S/z source pixels, z uniform in [MIN, MAX], "
                         "resized to SxS (z > 1 magnifies, z < 1 shrinks)")
-    p.add_argument("--batch_size", type=int, default=d.batch_size, help="images per step")
+
+
+def add_optimisation_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    p = p.add_argument_group("optimisation and loss")
+    p.add_argument("--batch_size", type=int, default=d.batch_size,
+                   help="images per step, in total: under torchrun each of N processes takes batch/N")
     p.add_argument("--micro_batch", type=int, default=d.micro_batch,
                    help="split each batch into chunks of this size and accumulate gradients "
                         "(same loss and update, bounded memory: at batch 16 on CPU, 0.8 GB peak "
@@ -62,15 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "strategy's activity maps depend on that); 1 = plain [0,1] training")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=d.ssim_weight,
                    help="lambda, the weight of the SSIM loss (paper: 1, 10, 100, 1000)")
+
+
+def add_run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    p = p.add_argument_group("run folder, resume and devices")
     p.add_argument("--init_from", default=d.init_from,
                    help="start a new run from these weights (fine-tuning: fresh optimizer, schedule and "
                         "step count): a run_train.py checkpoint or a shipped/exported weights file")
     p.add_argument("--resume_path", default=d.resume_path,
                    help="checkpoint to continue, inside its run folder (same folder, epoch, step, lr, "
-                        "optimizer; --num_epochs extends a finished run)")
+                        "optimizer; --num_epochs extends a finished run); 'auto' with --run_name: that "
+                        "run's last.pt if it has one, else a new run (torchrun --max-restarts)")
     p.add_argument("--num_workers", type=int, default=d.num_workers,
                    help="DataLoader worker processes (0 = load in the main process)")
-    p.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument("--device", default=d.device,
+                   help="auto (cuda if available), cpu, cuda, cuda:1; under torchrun each process takes "
+                        "the GPU of its local rank")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed for weights, data order and augmentation")
     p.add_argument("--output_dir", default=d.output_dir, help="folder for run folders")
@@ -83,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorBoard scalars every N steps")
     p.add_argument("--save_every", type=int, default=d.save_every,
                    help="also write last.pt every N steps (0 = only at epoch ends)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        description="Train the DenseFuse autoencoder (pixel MSE + lambda*(1-SSIM)).",
+        epilog="Several GPUs or machines: torchrun --nproc_per_node N run_train.py ... trains with "
+               "DistributedDataParallel (one GPU per process; gloo on CPU); --batch_size stays the global "
+               "batch. See docs/distributed.md.",
+        formatter_class=DefaultsFormatter)
+    add_data_flags(p, d)
+    add_optimisation_flags(p, d)
+    add_run_flags(p, d)
     return p
 
 
@@ -90,6 +114,9 @@ def prepare(cfg: TrainConfig, explicit: frozenset[str]):
     """Everything checked before anything is created: (config, device, images, init, resume)."""
     from utils import training as T
     from utils.devices import resolve_device
+    if cfg.resume_path == "auto":
+        cfg.resume_path = T.auto_resume_path(cfg)
+        explicit = explicit - {"resume_path"} if cfg.resume_path is None else explicit
     resume = T.load_resume(cfg.resume_path) if cfg.resume_path else None
     if resume is not None:
         cfg = T.merged_config(cfg, explicit, resume)
@@ -117,7 +144,8 @@ def training_images(cfg: TrainConfig) -> list[Path]:
     if not paths:
         T.fail(f"no images (jpg/jpeg/png/bmp/tif/tiff) found under {root}; pass --image_path DIR")
     paths, bad = check_readable(paths)
-    for p, why in bad:
+    from utils.distributed import main_process
+    for p, why in bad if main_process() else ():
         print(f"warning: skipping unreadable image {p} ({why})", file=sys.stderr)
     if bad:
         print(f"Skipped {len(bad)} unreadable image(s).")
@@ -126,15 +154,35 @@ def training_images(cfg: TrainConfig) -> list[Path]:
     return paths[:cfg.train_num] if cfg.train_num else paths
 
 
-def open_run(cfg: TrainConfig, resume: dict | None) -> tuple[Path, str]:
+def open_run(cfg: TrainConfig, resume: dict | None, auto: bool) -> tuple[Path, str]:
     """The run folder (claimed for a new run; the checkpoint's own for a resume) and the run id."""
     from utils import training as T
     from utils.files import check_writable
-    run_dir, run_id = T.resume_run_dir(cfg.resume_path, resume) if resume is not None else T.claim_run_dir(cfg)
+    run_dir, run_id = (T.resume_run_dir(cfg.resume_path, resume) if resume is not None
+                       else T.claim_run_dir(cfg, adopt=auto))
     problem = check_writable(run_dir / "checkpoints")  # about the size of two checkpoints
     if problem:
         T.fail(problem)
+    if resume is not None and (moved := T.set_aside_later_checkpoints(run_dir / "checkpoints", resume["step"])):
+        print(f"Resuming from an earlier checkpoint: the later ones were moved to {moved}")
     return run_dir, run_id
+
+
+def open_run_once(cfg: TrainConfig, resume: dict | None, auto: bool, ctx) -> tuple[Path, str]:
+    """:func:`open_run` on rank 0 alone (it claims and moves files); the others take its answer,
+    or stop with its error."""
+    from utils import distributed as D
+    from utils import training as T
+    answer = None
+    if ctx.main:
+        try:
+            answer = open_run(cfg, resume, auto)
+        except T.TrainingError as e:
+            answer = e
+    answer = D.from_main(answer, ctx)
+    if isinstance(answer, T.TrainingError):
+        raise answer
+    return answer
 
 
 def print_header(trainer, cfg: TrainConfig, run_dir: Path) -> None:
@@ -152,27 +200,40 @@ def print_header(trainer, cfg: TrainConfig, run_dir: Path) -> None:
 
 
 def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
-    from utils import training as T
-    from utils.devices import keep_freed_memory
+    from utils import distributed as D
+    auto = cfg.resume_path == "auto"
     cfg, device, paths, init, resume = prepare(cfg, explicit)
     if resume is not None and resume["epoch"] >= cfg.num_epochs:
         print(f"{cfg.resume_path}: this run already finished its {resume['epoch']} epoch(s); nothing to do. "
               f"Pass --num_epochs N (N > {resume['epoch']}) to extend it.")
         return 0
-    run_dir, run_id = open_run(cfg, resume)
+    ctx, device = D.start(device)
+    try:
+        return train_on(cfg, device, paths, init, resume, auto, ctx)
+    finally:
+        D.stop(ctx)
+
+
+def train_on(cfg: TrainConfig, device, paths, init, resume, auto: bool, ctx) -> int:
+    """The run itself, on this process's device, as one of ``ctx.world`` ranks."""
+    from utils import training as T
+    from utils.devices import keep_freed_memory
+    problems = T.distributed_problems(cfg.batch_size, cfg.epoch_size or len(paths), ctx.world)
+    if problems:
+        T.fail("\nerror: ".join(problems))
+    run_dir, run_id = open_run_once(cfg, resume, auto, ctx)
     keep_freed_memory(large_blocks=True)  # faster CPU steps (utils/devices.py)
-    trainer = T.Trainer(cfg, device, paths, run_dir, run_id, init, resume)
+    trainer = T.Trainer(cfg, device, paths, run_dir, run_id, init, resume, ctx)
     if resume is not None:
         trainer.progress.best = T.best_of_history(trainer.ckpt_dir, trainer.progress.best)
-        if moved := T.set_aside_later_checkpoints(trainer.ckpt_dir, resume["step"]):
-            print(f"Resuming from an earlier checkpoint: the later ones were moved to {moved}")
     print_header(trainer, cfg, run_dir)
     t0 = time.time()
     with T.StopFlag() as stop:
         for epoch in range(trainer.progress.epoch, cfg.num_epochs):
             if not trainer.train_epoch(epoch, stop):
                 trainer.writer.close()
-                print(f"\n{stop.requested}: stopped at step {trainer.progress.step}; checkpoint written. "
+                print(f"\n{stop.requested or 'stop on another rank'}: stopped at step {trainer.progress.step}; "
+                      f"checkpoint written. "
                       f"Resume with:\n  python run_train.py --resume_path {trainer.ckpt_dir / 'last.pt'}")
                 return 130
             print(trainer.end_epoch(epoch), flush=True)
@@ -197,12 +258,16 @@ def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, fr
 
 def main(argv=None) -> int:
     args, explicit = parse(build_parser(), argv)
+    from utils.distributed import quiet_unless_main
+    quiet_unless_main()
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    from utils.distributed import main_process
     from utils.training import TrainingError
     try:
         return train(cfg, explicit)
     except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if main_process():  # every rank meets the same error; one reports it
+            print(f"error: {e}", file=sys.stderr)
         return 2
 
 

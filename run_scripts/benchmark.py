@@ -31,7 +31,7 @@ from configs import ROOT, TEST_DATA
 from models.densefuse import DenseFuse
 from utils.cli import DefaultsFormatter
 from utils.devices import keep_freed_memory
-from utils.fusion import FuseSettings, fuse_gray, postprocess, prepare_model
+from utils.fusion import CPU_TILE, FuseSettings, fuse_gray, postprocess, prepare_model
 from utils.images import to_uint8
 from utils.losses import DenseFuseLoss
 
@@ -78,6 +78,28 @@ def bf16_autocast(device, enabled: bool = True):
 #: training), to show what that setting alone gives; ``ours``, the project's path as run_infer.py and
 #: run_train.py run it.
 VARIANTS = ("naive", "naive_keep_memory", "ours")
+#: The runtime a deploying user would pick instead (issue #20), on an ONNX export of the same
+#: weights with as many intra-op threads as torch uses: ``onnxruntime``, one session.run on the
+#: whole image, as a plain deployment script does; ``onnxruntime_tiled``, the same file through
+#: this project's 192-pixel CPU tiles (which ``run_infer.py --backend onnxruntime`` does not use,
+#: being slower: see ``OnnxNetwork.whole_images``). Timed only when onnxruntime
+#: and onnx are installed.
+ORT_VARIANTS = ("onnxruntime", "onnxruntime_tiled")
+
+
+def have_onnxruntime() -> bool:
+    import importlib.util
+    return all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
+
+
+def ort_session(path: str):
+    """A CPU session with torch's thread count, so both runtimes get the same cores."""
+    from utils.onnx_graph import require
+    ort = require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def in_fresh_process(kind: str, **kwargs) -> dict:
@@ -96,27 +118,38 @@ def naive_fuse(model, ir, vis):
         return model.decode(model.encode(ir) + model.encode(vis))
 
 
-def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: str, amp: bool) -> dict:
-    """Seconds of one fusion of an h x w random pair by ``variant`` (see VARIANTS), in a fresh
-    process; saves the output to ``out`` (.npy) for the parent to compare. With ``amp``,
-    ``ours`` also times bf16 autocast and saves that output to ``out`` + ``.amp.npy``."""
+def benchmark_model() -> DenseFuse:
+    """The same random weights in every process."""
+    torch.manual_seed(0)
+    return DenseFuse().eval()
+
+
+def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: str, amp: bool,
+                 onnx: str = "") -> dict:
+    """Seconds of one fusion of an h x w random pair by ``variant`` (see VARIANTS and
+    ORT_VARIANTS; those read the export ``onnx``), in a fresh process; saves the output to
+    ``out`` (.npy) for the parent to compare. With ``amp``, ``ours`` also times bf16 autocast
+    and saves that output to ``out`` + ``.amp.npy``."""
     if variant != "naive":
         keep_freed_memory()
-    torch.manual_seed(0)  # same weights in every process
-    model = DenseFuse().to(device).eval()
+    model = benchmark_model().to(device)
     g = torch.Generator().manual_seed(0)
     ir_np, vis_np = torch.rand(h, w, generator=g).numpy(), torch.rand(h, w, generator=g).numpy()
     ir = torch.from_numpy(ir_np)[None, None].to(device)
     vis = torch.from_numpy(vis_np)[None, None].to(device)
-    fast = prepare_model(model, device) if variant == "ours" else None
-
-    def fuse():
-        if fast is not None:
-            return fuse_gray(fast, ir_np, vis_np, FuseSettings("add", device=device))
-        return naive_fuse(model, ir, vis)
+    if variant == "onnxruntime":
+        session, feeds = ort_session(onnx), {"source0": ir_np[None, None], "source1": vis_np[None, None]}
+        fuse = lambda: session.run(None, feeds)[0][0, 0]  # noqa: E731
+    elif variant in ("ours", "onnxruntime_tiled"):
+        from utils.onnx_graph import OnnxNetwork
+        net = OnnxNetwork(Path(onnx), torch.get_num_threads()) if variant == "onnxruntime_tiled" else \
+            prepare_model(model, device)
+        settings = FuseSettings("add", tile=CPU_TILE if variant == "onnxruntime_tiled" else 0, device=device)
+        fuse = lambda: fuse_gray(net, ir_np, vis_np, settings)  # noqa: E731
+    else:
+        fuse = lambda: naive_fuse(model, ir, vis)[0, 0].cpu().numpy()  # noqa: E731
     row = {"seconds": timed(fuse, repeats, sync(device))}
-    y = fuse()
-    np.save(out, y if variant == "ours" else y[0, 0].cpu().numpy())
+    np.save(out, fuse())
     if variant == "ours" and amp:
         def amp_fuse():
             with bf16_autocast(device):
@@ -126,16 +159,24 @@ def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: s
     return row
 
 
+def export_benchmark_model(path: str, model: DenseFuse | None = None) -> str:
+    from utils.onnx_graph import export_onnx
+    export_onnx(model or benchmark_model(), Path(path), provenance={"weights": "benchmark"})
+    return path
+
+
 def bench_fusion(device, sizes, repeats, peak, amp):
     """Per size, one fresh process per variant; outputs compared with the naive loop's."""
     rows = []
+    ort = device == "cpu" and have_onnxruntime()
     with tempfile.TemporaryDirectory() as tmp:
+        onnx = export_benchmark_model(f"{tmp}/fusion.onnx") if ort else ""
         for h, w in sizes:
             gflop = 2 * MACS_PER_PIXEL * h * w / 1e9
             row = {"size": f"{w}x{h}"}
-            for v in VARIANTS:
+            for v in VARIANTS + (ORT_VARIANTS if ort else ()):
                 r = in_fresh_process("fusion", variant=v, h=h, w=w, repeats=repeats, device=device,
-                                     out=f"{tmp}/{v}.npy", amp=amp)
+                                     out=f"{tmp}/{v}.npy", amp=amp, onnx=onnx)
                 row[f"{v}_s"] = r["seconds"]
                 row[f"{v}_gflops"] = gflop / r["seconds"]
                 row[f"{v}_pct_peak"] = 100 * gflop / r["seconds"] / peak
@@ -147,6 +188,10 @@ def bench_fusion(device, sizes, repeats, peak, amp):
                        speedup_vs_naive_keep_memory=row["naive_keep_memory_s"] / row["ours_s"],
                        max_abs_diff=float(np.abs(ref - ours).max()),
                        identical_8bit_pixels_pct=100 * float(same8), pairs_per_s=1 / row["ours_s"])
+            if ort:
+                row.update(ours_over_onnxruntime=row["onnxruntime_s"] / row["ours_s"],
+                           ours_over_onnxruntime_tiled=row["onnxruntime_tiled_s"] / row["ours_s"],
+                           onnxruntime_max_abs_diff=float(np.abs(ref - np.load(f"{tmp}/onnxruntime.npy")).max()))
             if "amp_bf16_s" in row:
                 row.update(amp_speedup=row["naive_s"] / row["amp_bf16_s"], amp_pairs_per_s=1 / row["amp_bf16_s"],
                            amp_max_abs_diff=float(np.abs(ref - np.load(f"{tmp}/ours.npy.amp.npy")).max()))
@@ -311,6 +356,21 @@ y = (y - y.min()) / (y.max() - y.min())
 Image.fromarray(np.floor(y * 255 + 0.5).astype(np.uint8)).save(sys.argv[4])
 """
 
+#: What a deploying user would write instead (issue #22): onnxruntime on an export of the same
+#: weights, the whole image in one session.run, the same min-max stretch and rounding.
+ORT_SCRIPT = """
+import sys
+import numpy as np, onnxruntime as ort
+from PIL import Image
+opts = ort.SessionOptions()
+opts.intra_op_num_threads, opts.inter_op_num_threads = int(sys.argv[5]), 1
+session = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
+ir, vis = (np.asarray(Image.open(p), np.float32)[None, None] / 255 for p in sys.argv[2:4])
+y = session.run(None, {"source0": ir, "source1": vis})[0][0, 0]
+y = (y - y.min()) / (y.max() - y.min())
+Image.fromarray(np.floor(y * 255 + 0.5).astype(np.uint8)).save(sys.argv[4])
+"""
+
 
 def process_seconds(cmd: list[str], repeats: int) -> float:
     """Median wall seconds of running ``cmd`` as a whole process (from the repository root)."""
@@ -346,6 +406,13 @@ def bench_startup(h: int, w: int, repeats: int) -> dict:
         row["infer_process_s"] = process_seconds([py, "run_infer.py", *pair, "--device", "cpu"], repeats)
         row["naive_process_s"] = process_seconds([py, "-c", NAIVE_SCRIPT, str(SHIPPED_WEIGHTS), f"{tmp}/IR1.png",
                                                   f"{tmp}/VIS1.png", f"{tmp}/naive.png"], repeats)
+        if have_onnxruntime():
+            from utils.checkpoint import load_model
+            onnx = export_benchmark_model(f"{tmp}/shipped.onnx", load_model(SHIPPED_WEIGHTS)[0])
+            row["onnxruntime_process_s"] = process_seconds(
+                [py, "-c", ORT_SCRIPT, onnx, f"{tmp}/IR1.png", f"{tmp}/VIS1.png", f"{tmp}/ort.png",
+                 str(torch.get_num_threads())], repeats)
+            row["process_speedup_vs_onnxruntime"] = row["onnxruntime_process_s"] / row["infer_process_s"]
     row.update(size=f"{w}x{h}", process_speedup=row["naive_process_s"] / row["infer_process_s"],
                startup_over_torch_s=row["infer_startup_s"] - row["torch_import_s"])
     return row
@@ -359,6 +426,37 @@ def available_mib() -> float:
     except OSError:
         pass
     return 0.0
+
+
+def print_startup(s):
+    print(f"\nstart-up (whole processes): --help {s['help_s']:.2f} s (slowest entry point); import torch "
+          f"{s['torch_import_s']:.2f} s; run_infer.py to its first tile {s['infer_startup_s']:.2f} s "
+          f"(torch + {s['startup_over_torch_s']:.2f} s); one {s['size']} pair, whole process: "
+          f"run_infer.py {s['infer_process_s']:.2f} s, naive script {s['naive_process_s']:.2f} s "
+          f"= x{s['process_speedup']:.2f}"
+          + (f", plain onnxruntime script {s['onnxruntime_process_s']:.2f} s "
+             f"= x{s['process_speedup_vs_onnxruntime']:.2f}" if "onnxruntime_process_s" in s else ""))
+
+
+def print_fusion(rows):
+    print("\nfusion (add), seconds | GFLOP/s | % of peak (fresh process each)")
+    for r in rows:
+        print(f"  {r['size']:>9}: naive {r['naive_s']:.3f} s | {r['naive_gflops']:.0f} | "
+              f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_s']:.3f} s   "
+              f"ours {r['ours_s']:.3f} s | {r['ours_gflops']:.0f} | {r['ours_pct_peak']:.0f}%   "
+              f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   max|diff| "
+              f"{r['max_abs_diff']:.1e}, identical 8-bit pixels {r['identical_8bit_pixels_pct']:.3f}%"
+              + f"   {r['pairs_per_s']:.2f} pairs/s"
+              + (f"   bf16 autocast {r['amp_bf16_s']:.3f} s = x{r['amp_speedup']:.2f}, "
+                 f"{r['amp_pairs_per_s']:.2f} pairs/s, max|diff| {r['amp_max_abs_diff']:.1e}"
+                 if "amp_speedup" in r else ""))
+        if "onnxruntime_s" in r:
+            print(f"  {'':>9}  onnxruntime, whole image {r['onnxruntime_s']:.3f} s | {r['onnxruntime_gflops']:.0f} | "
+                  f"{r['onnxruntime_pct_peak']:.0f}% (max|diff| {r['onnxruntime_max_abs_diff']:.1e})   "
+                  f"onnxruntime through our tiling {r['onnxruntime_tiled_s']:.3f} s | "
+                  f"{r['onnxruntime_tiled_gflops']:.0f} | {r['onnxruntime_tiled_pct_peak']:.0f}%   "
+                  f"ours/onnxruntime x{r['ours_over_onnxruntime']:.2f} (x{r['ours_over_onnxruntime_tiled']:.2f} "
+                  f"tiled)")
 
 
 def main(argv=None) -> int:
@@ -396,25 +494,11 @@ def main(argv=None) -> int:
     if "startup" not in args.skip:
         h, w = (48, 64) if args.smoke else (1152, 1536)
         res["startup"] = s = bench_startup(h, w, reps)
-        print(f"\nstart-up (whole processes): --help {s['help_s']:.2f} s (slowest entry point); import torch "
-              f"{s['torch_import_s']:.2f} s; run_infer.py to its first tile {s['infer_startup_s']:.2f} s "
-              f"(torch + {s['startup_over_torch_s']:.2f} s); one {s['size']} pair, whole process: "
-              f"run_infer.py {s['infer_process_s']:.2f} s, naive script {s['naive_process_s']:.2f} s "
-              f"= x{s['process_speedup']:.2f}")
+        print_startup(s)
     if "fusion" not in args.skip:
         sizes = [(24, 32)] if args.smoke else [(576, 768), (768, 1024)]
         res["fusion"] = bench_fusion(dev, sizes, reps, peak, amp)
-        print("\nfusion (add), seconds | GFLOP/s | % of peak (fresh process each)")
-        for r in res["fusion"]:
-            print(f"  {r['size']:>9}: naive {r['naive_s']:.3f} s | {r['naive_gflops']:.0f} | "
-                  f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_s']:.3f} s   "
-                  f"ours {r['ours_s']:.3f} s | {r['ours_gflops']:.0f} | {r['ours_pct_peak']:.0f}%   "
-                  f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   max|diff| "
-                  f"{r['max_abs_diff']:.1e}, identical 8-bit pixels {r['identical_8bit_pixels_pct']:.3f}%"
-                  + f"   {r['pairs_per_s']:.2f} pairs/s"
-                  + (f"   bf16 autocast {r['amp_bf16_s']:.3f} s = x{r['amp_speedup']:.2f}, "
-                     f"{r['amp_pairs_per_s']:.2f} pairs/s, max|diff| {r['amp_max_abs_diff']:.1e}"
-                     if "amp_speedup" in r else ""))
+        print_fusion(res["fusion"])
     if "infer" not in args.skip:
         with tempfile.TemporaryDirectory() as tmp:
             tno = TEST_DATA / "Tno"

@@ -89,9 +89,10 @@ def network_for(model, settings: FuseSettings):
     return model
 
 
-def auto_tile(device: torch.device | str, pixels: int) -> int:
-    """Tile size for ``tile=0``: always :data:`CPU_TILE` on CPU; on GPU only for huge images."""
-    if torch.device(device).type == "cpu":
+def auto_tile(device: torch.device | str, pixels: int, whole_images: bool = False) -> int:
+    """Tile size for ``tile=0``: always :data:`CPU_TILE` on CPU; on GPU, or for a network that
+    runs ``whole_images`` faster (``OnnxNetwork``), only for huge images."""
+    if torch.device(device).type == "cpu" and not whole_images:
         return CPU_TILE
     return AUTO_TILE_SIZE if pixels > AUTO_TILE_PIXELS else -1
 
@@ -146,7 +147,7 @@ def fuse_sources(model, sources: list[np.ndarray], settings: FuseSettings = Fuse
     s = settings
     net = network_for(model, s)
     x = torch.from_numpy(np.stack(sources))[:, None].to(s.device)
-    tile = auto_tile(s.device, sources[0].size) if s.tile == 0 else s.tile
+    tile = auto_tile(s.device, sources[0].size, getattr(net, "whole_images", False)) if s.tile == 0 else s.tile
     out = fuse_tiled(net, x, tile) if tile > 0 else net(x)
     return out[0, 0].float().cpu().numpy()
 

@@ -132,6 +132,12 @@ class OnnxNetwork:
     """An exported fusion graph run by onnxruntime, with :class:`utils.fusion.TorchNetwork`'s
     call: a (N,C,h,w) CPU tensor of sources -> the fused (1,C,h,w) tensor."""
 
+    #: Untiled unless huge (``utils.fusion.auto_tile``): onnxruntime fuses a 1024x768 pair
+    #: ~1.5x faster in one call than in 192-pixel tiles (run_scripts/benchmark.py; each call
+    #: pays for reordering into its blocked layout and for the halo), while PyTorch gains from
+    #: tiles that keep activations in cache.
+    whole_images = True
+
     def __init__(self, path: Path, threads: int | None = None, meta: dict | None = None):
         """``meta``: the file's :func:`read_metadata`, when the caller has read it already."""
         ort = require("onnxruntime")

@@ -5,9 +5,14 @@
 processes can never share a folder), ``logs/`` (TensorBoard) and ``checkpoints/``
 (``epoch_<k>.pt``, ``last.pt``, ``best.pt``). Every checkpoint records the run's id, so a
 resume continues the run the checkpoint belongs to, in that run's own folder, or is refused.
+
+Under torchrun (``utils/distributed.py``) the same loop runs on every rank with the model in
+DistributedDataParallel: each rank takes its share of every global batch, gradients and logged
+losses are those of the whole batch, and rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,6 +29,7 @@ import torch
 
 from configs import TrainConfig
 from models.densefuse import DenseFuse
+from utils import distributed as D
 from utils.checkpoint import FORMAT, WeightsError, load_model, save_checkpoint, torch_load
 from utils.losses import DenseFuseLoss
 
@@ -92,26 +98,62 @@ def build_optimizer(model: torch.nn.Module, lr: float, pixel_range: float) -> to
                              {"params": biases, "lr": lr / pixel_range, "eps": 1e-8 * pixel_range}])
 
 
-def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int) -> tuple[float, float, float]:
+def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int, share: float = 1.0,
+               world: int = 1) -> tuple[float, float, float]:
     """Gradients of the batch's mean loss, accumulated over micro-batches of ``micro`` images
     (each weighted by its share of the batch, so loss and gradients equal the whole batch's up
-    to float rounding). Returns (total, pixel, ssim) losses; the caller steps the optimizer."""
+    to float rounding). Returns (total, pixel, ssim) losses; the caller steps the optimizer.
+
+    Under DDP ``batch`` is this rank's part, ``share`` its fraction of the global batch, of
+    ``world`` ranks: DDP averages gradients over the ranks, so each rank's loss is scaled by
+    ``share * world`` to make that average the global batch mean's gradient (also when the last
+    batch splits unevenly); the returned losses are weighted by ``share``, so their sum over
+    ranks is the global batch's. Gradients are synchronised once, after the last micro-batch."""
     optimizer.zero_grad(set_to_none=True)
     out = np.zeros(3)
-    for chunk in batch.split(micro):
-        w = len(chunk) / len(batch)
-        total, pixel, ssim_loss = criterion(model(chunk), chunk)
-        (total * w).backward()
+    chunks = batch.split(micro)
+    for i, chunk in enumerate(chunks):
+        w = share * len(chunk) / len(batch)
+        later_sync = i < len(chunks) - 1 and hasattr(model, "no_sync")
+        with model.no_sync() if later_sync else contextlib.nullcontext():
+            total, pixel, ssim_loss = criterion(model(chunk), chunk)
+            (total * (w * world)).backward()
         out += w * np.array([total.item(), pixel.item(), ssim_loss.item()])
     return tuple(out.tolist())
 
 
+def rank_batches(order: list[int], batch_size: int, ctx: D.Context) -> list[list[int]]:
+    """This rank's part of each global batch of ``order`` (consecutive ``batch_size`` items):
+    with N ranks, rank r takes the r-th of N near-equal consecutive slices of every batch, so N
+    ranks together see exactly the batches one process sees."""
+    out = []
+    for i in range(0, len(order), batch_size):
+        batch = order[i:i + batch_size]
+        out.append([int(j) for j in np.array_split(np.asarray(batch), ctx.world)[ctx.rank]])
+    return out
+
+
+def distributed_problems(batch_size: int, epoch_size: int, world: int) -> list[str]:
+    """What stops a run from being split over ``world`` ranks."""
+    if world == 1:
+        return []
+    last = epoch_size % batch_size
+    return [msg for bad, msg in (
+        (batch_size % world != 0, f"--batch_size {batch_size} (the global batch) must be a multiple of the "
+                                  f"{world} processes torchrun started"),
+        (0 < last < world, f"the epoch's last batch has {last} image(s), fewer than the {world} processes; "
+                           f"choose --epoch_size so that it has none or at least {world}")) if bad]
+
+
 class StopFlag:
     """SIGINT/SIGTERM set a flag so the current step finishes and a checkpoint is written;
-    a second signal stops at once."""
+    a second signal stops at once. Seconds apart: Ctrl-C under torchrun reaches each worker
+    twice at once (from the terminal and again from the launcher), which must not abort the
+    checkpoint."""
 
     def __init__(self):
         self.requested = None
+        self._first = 0.0
         self._old = {}
 
     def __enter__(self):
@@ -121,8 +163,10 @@ class StopFlag:
 
     def _handle(self, signum, frame):
         if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
+            if time.monotonic() - self._first > 1.0:
+                raise KeyboardInterrupt
+            return
+        self.requested, self._first = signal.Signals(signum).name, time.monotonic()
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -134,8 +178,14 @@ class StopFlag:
 def merged_config(cfg: TrainConfig, explicit: frozenset[str], resume: dict) -> TrainConfig:
     """The resumed run's own settings, except the few given explicitly that may change."""
     saved = resume["config"]
-    ignored = sorted(explicit - RESUMABLE_OVERRIDES - {"resume_path"})
-    if ignored:
+
+    def same(value, recorded):  # --zoom is a list from argparse, a tuple in TrainConfig
+        seqs = isinstance(value, (list, tuple)) and isinstance(recorded, (list, tuple))
+        return [*value] == [*recorded] if seqs else value == recorded
+    # Flags that repeat the run's own values (a torchrun restart's --resume_path auto) are not news.
+    ignored = sorted(k for k in explicit - RESUMABLE_OVERRIDES - {"resume_path"}
+                     if not same(getattr(cfg, k), saved.get(k)))
+    if ignored and D.main_process():
         print(f"warning: resuming keeps the run's own settings; ignored: --{', --'.join(ignored)}",
               file=sys.stderr)
     override = explicit & RESUMABLE_OVERRIDES | {"resume_path"}
@@ -190,12 +240,35 @@ def write_run_file(run_dir: Path) -> str:
     return run_id
 
 
-def claim_run_dir(cfg: TrainConfig) -> tuple[Path, str]:
+def auto_resume_path(cfg: TrainConfig) -> str | None:
+    """``--resume_path auto``: the named run's ``last.pt`` if it has one, else None (a new run).
+    What a restarted torchrun worker needs: the same command line continues where it stopped."""
+    if not cfg.run_name:
+        fail("--resume_path auto needs --run_name NAME (the run to continue, or to start if it has no "
+             "checkpoint yet)")
+    last = Path(cfg.output_dir) / cfg.run_name / "checkpoints" / "last.pt"
+    return str(last) if last.is_file() else None
+
+
+def adopt_run_dir(run_dir: Path) -> str | None:
+    """The id of a claimed run folder that holds no checkpoint yet (a ``--resume_path auto`` run
+    stopped before its first one: there is nothing to lose), else None."""
+    try:
+        run_id = json.loads((run_dir / RUN_FILE).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run_id if run_id and not any((run_dir / "checkpoints").glob("*.pt")) else None
+
+
+def claim_run_dir(cfg: TrainConfig, adopt: bool = False) -> tuple[Path, str]:
     """Claim the run folder by creating its ``run.json`` exclusively: of two runs started with the
     same name, one gets the folder and the other an error naming it. Default names carry the
-    time and a random suffix, so runs started in the same second never collide."""
+    time and a random suffix, so runs started in the same second never collide. ``adopt``: take
+    over a claimed folder without checkpoints (see :func:`adopt_run_dir`)."""
     name = cfg.run_name or f"densefuse_l{cfg.ssim_weight}_{time.strftime('%Y%m%d-%H%M%S')}_{secrets.token_hex(2)}"
     run_dir = Path(cfg.output_dir) / name
+    if adopt and (run_id := adopt_run_dir(run_dir)):
+        return run_dir, run_id
     earlier = sorted((run_dir / "checkpoints").glob("*.pt"))
     hint = (f"; continue it with --resume_path {run_dir / 'checkpoints' / 'last.pt'}"
             if (run_dir / "checkpoints" / "last.pt").is_file() else "")
@@ -319,18 +392,28 @@ class Progress:
     epoch_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
+class NullWriter:
+    """The TensorBoard writer of ranks other than 0: logs nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 class Trainer:
     """Model, optimizer, schedule, loss and TensorBoard writer of one run, with the epoch loop.
 
-    ``init``: starting weights of a fine-tuning run; ``resume``: a loaded checkpoint to continue.
+    ``init``: starting weights of a fine-tuning run; ``resume``: a loaded checkpoint to continue;
+    ``ctx``: this process's place under torchrun (``self.model`` stays the bare module, saved and
+    validated as such; ``self.net`` is what trains: the DDP wrapper, or the model itself).
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, paths: list[Path], run_dir: Path,
-                 run_id: str, init: DenseFuse | None = None, resume: dict | None = None):
+                 run_id: str, init: DenseFuse | None = None, resume: dict | None = None,
+                 ctx: D.Context = D.SINGLE):
         from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
         from utils.data import NaturalImages
-        self.cfg, self.device, self.paths, self.run_id = cfg, device, paths, run_id
+        self.cfg, self.device, self.paths, self.run_id, self.ctx = cfg, device, paths, run_id, ctx
         self.ckpt_dir = run_dir / "checkpoints"
         torch.manual_seed(cfg.seed)
         # Channels-last lets oneDNN/cuDNN pick their fastest convolutions (run_scripts/benchmark.py).
@@ -352,29 +435,39 @@ class Trainer:
             self.scheduler.load_state_dict(resume["scheduler"])
             self.progress = Progress(resume["epoch"], resume["step"], resume.get("best_loss", math.inf),
                                      tuple(resume.get("epoch_sums", (0.0, 0.0, 0.0))))
+        self.net = self.model
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.dataset = NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed, tuple(cfg.zoom))
         self.epoch_size = cfg.epoch_size or len(paths)
         self.steps_per_epoch = math.ceil(self.epoch_size / cfg.batch_size)
-        self.micro = cfg.micro_batch or default_micro_batch(device, cfg.batch_size)
-        self.val_pairs = load_validation(cfg.val_path)
-        self.writer = SummaryWriter(str(run_dir / "logs"))
+        self.micro = cfg.micro_batch or default_micro_batch(device, cfg.batch_size // ctx.world)
+        self.val_pairs = load_validation(cfg.val_path) if ctx.main else []
+        self.writer = SummaryWriter(str(run_dir / "logs")) if ctx.main else NullWriter()
         self.config = asdict(cfg)
 
     def save(self, name: str, epoch: int) -> None:
+        if not self.ctx.main:
+            return
         p = self.progress
         save_checkpoint(self.ckpt_dir / name, self.model, self.config, epoch, p.step, self.optimizer,
                         self.scheduler, best_loss=p.best, run_id=self.run_id, epoch_sums=list(p.epoch_sums))
 
     def loader(self, epoch: int):
-        """The rest of ``epoch``'s batches, in the order a pure function of (seed, epoch) gives."""
+        """The rest of ``epoch``'s batches, in the order a pure function of (seed, epoch) gives
+        (this rank's part of each, see :func:`rank_batches`), and each global batch's size."""
         from torch.utils.data import DataLoader
 
         from utils.data import epoch_order
         self.dataset.set_epoch(epoch)
         done = self.progress.step - epoch * self.steps_per_epoch  # batches of this epoch already trained
-        order = epoch_order(len(self.paths), self.epoch_size, self.cfg.seed, epoch)[done * self.cfg.batch_size:]
-        return done, DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=order,
-                                num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+        b = self.cfg.batch_size
+        order = epoch_order(len(self.paths), self.epoch_size, self.cfg.seed, epoch)[done * b:]
+        sizes = [min(b, len(order) - i) for i in range(0, len(order), b)]
+        loader = DataLoader(self.dataset, batch_sampler=rank_batches(order, b, self.ctx),
+                            num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+        return done, loader, sizes
 
     def log(self, vals, lr: float) -> None:
         step = self.progress.step
@@ -386,15 +479,19 @@ class Trainer:
     def train_epoch(self, epoch: int, stop: StopFlag) -> bool:
         """Train the rest of ``epoch``; False if a stop was requested (``last.pt`` is written)."""
         from tqdm import tqdm
-        done, loader = self.loader(epoch)
+        done, loader, sizes = self.loader(epoch)
         p = self.progress
         if done == 0:
             p.epoch_sums = (0.0, 0.0, 0.0)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", initial=done,
-                   total=self.steps_per_epoch, dynamic_ncols=True, disable=None)
-        for batch in bar:
+                   total=self.steps_per_epoch, dynamic_ncols=True, disable=None if self.ctx.main else True)
+        for batch, size in zip(bar, sizes, strict=True):
             batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            vals = train_step(self.model, self.criterion, self.optimizer, batch, self.micro)
+            vals = train_step(self.net, self.criterion, self.optimizer, batch, self.micro, len(batch) / size,
+                              self.ctx.world)
+            # One collective per step: the global batch's losses, and whether any rank was asked to
+            # stop, so that every rank stops (or fails on a non-finite loss) at the same step.
+            *vals, stops = D.sum_over_ranks([*vals, float(stop.requested is not None)], self.ctx)
             if not all(map(math.isfinite, vals)):
                 fail(f"non-finite loss ({vals[0]}) at step {p.step + 1}; stopped without "
                      f"saving. The last good checkpoint is in {self.ckpt_dir}")
@@ -406,7 +503,7 @@ class Trainer:
             self.log(vals, lr)
             if self.cfg.save_every and p.step % self.cfg.save_every == 0:
                 self.save("last.pt", epoch)
-            if stop.requested:
+            if stops:
                 bar.close()
                 self.save("last.pt", epoch)
                 return False

@@ -1,0 +1,129 @@
+"""Several processes under ``torchrun``: PyTorch's own engine (torch.distributed, env://
+rendezvous, DistributedDataParallel), nothing home-made.
+
+``torchrun --nproc_per_node N run_train.py ...`` (or run_infer.py, run_eval.py) starts N copies
+of the script with RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in their environment.
+:func:`start` joins them into one process group: ``nccl`` with one GPU per local rank on CUDA,
+``gloo`` on CPU. A plain ``python run_train.py`` has none of those variables, gets the
+single-process :data:`SINGLE` and runs no distributed code at all.
+
+Rank 0 alone prints, shows progress bars and writes shared files (checkpoints, TensorBoard,
+``fusion_settings.json``, tables); the others print nothing but their own tracebacks.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the group: ``rank`` of ``world``, ``local_rank`` on its machine,
+    and the device the collectives run on (``cpu`` for gloo, this rank's GPU for nccl)."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+SINGLE = Context()
+
+
+def launched() -> bool:
+    """True in a process started by torchrun (or anything else setting its variables)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def start(device: torch.device) -> tuple[Context, torch.device]:
+    """Join the process group when launched by torchrun; returns the context and the device this
+    rank computes on (``cuda:LOCAL_RANK`` when ``device`` is a CUDA device, else ``device``).
+    Without torchrun: ``(SINGLE, device)``, nothing initialised."""
+    if not launched():
+        return SINGLE, device
+    import torch.distributed as dist
+    rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local} has no GPU: this machine has {torch.cuda.device_count()}; "
+                             f"start at most that many processes per node (--nproc_per_node)")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
+    return Context(rank, world, local, str(device) if backend == "nccl" else "cpu"), device
+
+
+def main_process() -> bool:
+    """Whether this process speaks for the group: rank 0 under torchrun, or a plain process.
+    Known from the environment, before (or without) :func:`start`."""
+    return os.environ.get("RANK", "0") == "0" or not launched()
+
+
+def quiet_unless_main() -> None:
+    """On ranks other than 0, send what the script prints (stdout) nowhere: one voice for the
+    group. Their stderr stays, so a rank's own traceback or warning is still seen."""
+    if not main_process():
+        sys.stdout = io.StringIO()
+
+
+def stop(ctx: Context) -> None:
+    if ctx.distributed:
+        torch.distributed.destroy_process_group()
+
+
+def shard(items: list, ctx: Context) -> list:
+    """This rank's share of ``items``: every ``world``-th one from ``rank`` (order kept)."""
+    return items[ctx.rank::ctx.world]
+
+
+def unshard(parts: list[list], n: int) -> list:
+    """Inverse of :func:`shard`: the full list of ``n`` items from every rank's share."""
+    out = [None] * n
+    for rank, part in enumerate(parts):
+        out[rank::len(parts)] = part
+    return out
+
+
+def sum_over_ranks(values: list[float], ctx: Context) -> list[float]:
+    """Elementwise sum of ``values`` over all ranks (float64), the same list on every rank."""
+    if not ctx.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def gather(obj, ctx: Context) -> list:
+    """Every rank's ``obj`` in rank order, on every rank (picklable objects)."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def from_main(obj, ctx: Context):
+    """Rank 0's ``obj`` on every rank."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        torch.distributed.barrier()
