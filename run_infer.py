@@ -3,11 +3,13 @@
     python run_infer.py                                  # every set under data_test/
     python run_infer.py --test_path data_test/Road       # one set (or a folder of sets)
     python run_infer.py --ir a.png --vis b.png           # one pair -> data_result/pair/
+    torchrun --nproc_per_node 4 run_infer.py --test_path /data/LLVIP   # pairs shared by 4 GPUs
 
 Outputs: ``<output_path>/<Set>_fusion/<pair name>.png`` (8-bit; colour if the visible image is),
 and beside them ``fusion_settings.json``, the settings that made them. Every input is read and
 checked before anything is fused or written; results made with other settings are never
-replaced unless ``--overwrite`` says so.
+replaced unless ``--overwrite`` says so. Under torchrun every process checks every input (so
+all stop on the same report), rank 0 writes the records and prints, and each fuses its share.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = FuseConfig()
     p = argparse.ArgumentParser(
         description="Fuse infrared and visible image pairs with DenseFuse.",
+        epilog="Several GPUs or machines: torchrun --nproc_per_node N run_infer.py ... shares the pairs "
+               "among N processes (one GPU each); the files are those of one process. See docs/distributed.md.",
         formatter_class=DefaultsFormatter)
     p.add_argument("--test_path", default=d.test_path,
                    help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>) "
@@ -158,6 +162,11 @@ class Decoded:
             return self.images.pop(pair)
         return load_image(pair.ir), load_image(pair.vis)
 
+    def keep_only(self, pairs: set) -> None:
+        """Forget the images of pairs this process will not fuse (another rank's share)."""
+        for pair in set(self.images) - pairs:
+            self.budget += sum(im.nbytes for im in self.images.pop(pair))
+
     def keep(self, pair, images) -> None:
         size = sum(im.nbytes for im in images)
         if size <= self.budget:
@@ -270,10 +279,10 @@ def check_inputs(args, jobs, decoded: Decoded) -> tuple[list[tuple[str, list, Pa
                 good.remove(p)
         bad += problems
         checked.append((name, good, out_dir))
+    from utils.distributed import main_process
     if bad:
-        print(f"{len(bad)} problem(s) with the inputs:", file=sys.stderr)
-        for b in bad:
-            print(f"  {b}", file=sys.stderr)
+        for line in [f"{len(bad)} problem(s) with the inputs:", *(f"  {b}" for b in bad)] if main_process() else ():
+            print(line, file=sys.stderr)  # under torchrun every rank found the same; one reports
         if not args.skip_bad:
             raise InferError("nothing was fused; fix the files above or pass --skip_bad")
     return checked, bool(bad)
@@ -383,6 +392,7 @@ def load_network(args, weights: Path, onnx_meta: dict | None):
 
 
 def run(args) -> int:
+    from utils import distributed as D
     from utils.devices import resolve_device
     onnx_meta = onnx_strategy(args) if args.backend == "onnxruntime" else None
     d = FuseConfig()
@@ -395,27 +405,53 @@ def run(args) -> int:
                          f"(each tile recomputes an 8-pixel halo around it)")
     try:  # before anything is checked or created
         device = resolve_device(args.device)
+        ctx, device = D.start(device)
     except ValueError as e:
         raise InferError(str(e)) from None
+    try:
+        return run_on(args, device, onnx_meta, ctx)
+    finally:
+        D.stop(ctx)
+
+
+def run_on(args, device, onnx_meta: dict | None, ctx) -> int:
+    """Check, load, guard and fuse, as rank ``ctx.rank`` of ``ctx.world`` (one process: 0 of 1)."""
+    from utils import distributed as D
     decoded = Decoded()
     checked, any_bad = check_inputs(args, collect_jobs(args), decoded)
+    decoded.keep_only({p for _, pairs, _ in checked for p in D.shard(pairs, ctx)})
     weights = pick_weights(args)
     model, info = load_network(args, weights, onnx_meta)
     from utils.fusion import FuseSettings
     settings = FuseSettings(args.strategy, args.l1_radius, args.output_mode, args.tile, str(device))
     record = recorded_settings(weights, info, settings, args.backend)
-    guard_results(args, checked, record)
-    fuse_jobs(args, checked, model, settings, record, decoded, f"weights: {weights} ({info['kind']})")
+    problem = None
+    if ctx.main:  # it may remove stale files: once, before any rank writes
+        try:
+            prepare_outputs(args, checked, record)
+        except InferError as e:
+            problem = e
+    if problem := D.from_main(problem, ctx):
+        raise problem
+    fuse_jobs(args, checked, model, settings, record, decoded, f"weights: {weights} ({info['kind']})", ctx)
     return 1 if any_bad else 0
 
 
-def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, what: str) -> None:
-    from utils.devices import keep_freed_memory
+def prepare_outputs(args, checked, record: dict) -> None:
+    """Refuse or clear results made otherwise (:func:`guard_results`), then check that every output
+    folder takes files."""
     from utils.files import check_writable
-    from utils.fusion import fuse_pairs, prepare_model
+    guard_results(args, checked, record)
     for _, pairs, out_dir in checked:
         if pairs and (problem := check_writable(out_dir)):
             raise InferError(problem)
+
+
+def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, what: str, ctx) -> None:
+    """Fuse every set: rank 0 writes its record first, then each rank fuses its share of the pairs."""
+    from utils import distributed as D
+    from utils.devices import keep_freed_memory
+    from utils.fusion import fuse_pairs, prepare_model
     keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
     if args.backend == "torch":
         model = prepare_model(model, settings.device)
@@ -425,13 +461,17 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
         for name, pairs, out_dir in checked:
             if not pairs:
                 continue
-            write_settings(out_dir, record, pairs)
+            if ctx.main:
+                write_settings(out_dir, record, pairs)
+            D.barrier(ctx)  # the record exists before any image of the set
             t0 = time.perf_counter()
-            fuse_pairs(model, pairs, out_dir, settings, desc=name, images=decoded.load)
+            fuse_pairs(model, D.shard(pairs, ctx), out_dir, settings, desc=name, images=decoded.load,
+                       progress=ctx.main)
+            D.barrier(ctx)  # the set is complete
             written += len(pairs)
             print(f"{name}: {len(pairs)} {plural(len(pairs), 'pair')} fused in {time.perf_counter() - t0:.1f} s "
-                  f"-> {out_dir}")
-            if args.eval:
+                  f"-> {out_dir}" + (f" ({ctx.world} processes)" if ctx.world > 1 else ""))
+            if args.eval and ctx.main:
                 score_set(name, pairs, out_dir)
     except KeyboardInterrupt:
         raise InferError(f"interrupted; the sets before this one are complete ({written} pairs), every image "
@@ -449,10 +489,13 @@ def score_set(name: str, pairs: list, out_dir: Path) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from utils.distributed import main_process, quiet_unless_main
+    quiet_unless_main()
     try:
         return run(args)
     except InferError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if main_process():  # under torchrun every rank meets the same error; one reports it
+            print(f"error: {e}", file=sys.stderr)
         return 2
 
 

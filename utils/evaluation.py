@@ -38,6 +38,11 @@ def load_levels(path: Path) -> tuple[np.ndarray, bool]:
     return img.astype(np.float64) * 255.0, colour
 
 
+def locate(pairs: list[Pair], fused_dir: Path) -> list[tuple[Pair, Path]]:
+    """Each pair with its fused file; an EvalError names the first pair without one."""
+    return [(p, fused_file(fused_dir, p.name)) for p in pairs]
+
+
 def evaluate(pairs: list[Pair], fused_dir: Path, profile: str = "standard",
              metrics: list[str] | None = None, progress: bool = True) -> tuple[list[dict], bool]:
     """One row per pair ``{"pair": name, metric: value, ...}`` and whether any fused image was
@@ -47,7 +52,7 @@ def evaluate(pairs: list[Pair], fused_dir: Path, profile: str = "standard",
     unknown = [m for m in names if m not in table]
     if unknown:
         raise EvalError(f"unknown metric(s) {unknown} for profile {profile!r}; choose from {list(table)}")
-    files = [(p, fused_file(fused_dir, p.name)) for p in pairs]
+    files = locate(pairs, fused_dir)
     rows, any_colour = [], False
     for pair, ff in tqdm(files, desc=f"scoring {fused_dir.name}", unit="pair", disable=None if progress else True):
         a, _ = load_levels(pair.ir)

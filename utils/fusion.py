@@ -176,11 +176,12 @@ def fuse_images(model, ir: np.ndarray, vis: np.ndarray,
 
 
 def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
-               desc: str | None = None, images=None) -> None:
+               desc: str | None = None, images=None, progress: bool = True) -> None:
     """Fuse every pair and write ``<out_dir>/<pair name>.png`` (atomically), with a progress bar
-    on a terminal. ``images``: an optional callable ``pair -> (ir, vis)`` giving images already
-    decoded (run_infer.py decodes each input once, for its check, and reuses it here)."""
+    on a terminal (if ``progress``). ``images``: an optional callable ``pair -> (ir, vis)`` giving
+    images already decoded (run_infer.py decodes each input once, for its check, and reuses it)."""
     out_dir = Path(out_dir)
     read = images or (lambda pair: (load_image(pair.ir), load_image(pair.vis)))
-    for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None, disable=None):
+    for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None,
+                     disable=None if progress else True):
         save_image(out_dir / f"{pair.name}.png", fuse_images(model, *read(pair), settings))
