@@ -62,8 +62,30 @@ def start(device: torch.device) -> tuple[Context, torch.device]:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
+        dist.init_process_group(backend, store=attempt_store(world), rank=rank, world_size=world,
+                                device_id=device if backend == "nccl" else None)
     return Context(rank, world, local, str(device) if backend == "nccl" else "cpu"), device
+
+
+def attempt_store(world: int):
+    """The rendezvous store, with a key prefix of its own for each torchrun attempt.
+
+    Why: torchrun (2.13) shares its agent's TCPStore with the workers, and workers restarted by
+    ``--max-restarts`` find the keys the failed attempt left there: gloo then dials the dead
+    processes' addresses ("connectFullMesh failed ... Connection refused"). A prefix per
+    ``TORCHELASTIC_RESTART_COUNT`` keeps each attempt's keys apart. (Launchers that do not
+    share a store get torch's own env:// store; ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` also
+    avoids the problem, at the cost of a store per round.)"""
+    import datetime
+
+    import torch.distributed as dist
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        rank = int(os.environ["RANK"])
+        return dist.TCPStore(addr, port, world, is_master=rank == 0, timeout=datetime.timedelta(minutes=30),
+                             multi_tenant=True)
+    store = dist.TCPStore(addr, port, world, is_master=False, timeout=datetime.timedelta(minutes=30))
+    return dist.PrefixStore(f"densefuse/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def main_process() -> bool:

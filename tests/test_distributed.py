@@ -1,0 +1,221 @@
+"""torchrun for real: gloo on CPU, two ranks, tiny images and a few steps (issue #19).
+
+Each launch is a real ``python -m torch.distributed.run`` with a c10d rendezvous on a free
+local port; the single-process references run in this process. Faults are injected by a small
+wrapper (``FAULTY``) that torchrun starts instead of run_train.py: it kills rank 1, makes it
+interrupt the launcher, or gives it a non-finite loss, on the first attempt only.
+"""
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import run_eval
+import run_infer
+import run_train
+from tests.conftest import ROOT, write_gray
+from utils import distributed as D
+from utils import training
+
+
+@pytest.fixture
+def images(tmp_path):
+    for i in range(6):
+        write_gray(tmp_path / "imgs" / f"im{i}.png", 24 + i, 30, i)
+    return tmp_path / "imgs"
+
+
+def train_args(images, out, *extra):
+    return ["--image_path", str(images), "--output_dir", str(out), "--run_name", "r", "--image_size", "16",
+            "--crop", "--flip", "--batch_size", "2", "--lr", "1e-3", "--seed", "3", "--device", "cpu",
+            "--val_path", "", *map(str, extra)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, restarts: int = 0, env=None) -> subprocess.CompletedProcess:
+    """``args`` (a script and its flags, or ``-c CODE`` and flags) on 2 CPU ranks under torchrun."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--max-restarts", str(restarts)]
+    cmd += ["--no-python", sys.executable, *args] if args[0] == "-c" else [str(ROOT / args[0]), *args[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
+#: run_train.py with a fault on rank 1 at a given step of the first attempt: DENSEFUSE_TEST_FAULT
+#: = kill:K (SIGKILL itself), interrupt:K (SIGINT to the launcher, as Ctrl-C would) or nan:K.
+FAULTY = """
+import math, os, signal, sys
+import run_train
+from utils import training
+fault, at = os.environ["DENSEFUSE_TEST_FAULT"].split(":")
+if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and os.environ["RANK"] == "1":
+    log, step = training.Trainer.log, training.train_step
+    def faulty_log(self, vals, lr):
+        log(self, vals, lr)
+        if self.progress.step == int(at) and fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.progress.step == int(at) and fault == "interrupt":
+            os.kill(os.getppid(), signal.SIGINT)
+    calls = []
+    def nan_step(model, criterion, optimizer, batch, *args):  # a real step, on NaN pixels
+        calls.append(1)
+        return step(model, criterion, optimizer, batch * (math.nan if len(calls) == int(at) else 1), *args)
+    training.Trainer.log = faulty_log
+    if fault == "nan":
+        training.train_step = nan_step
+sys.exit(run_train.main(sys.argv[1:]))
+"""
+
+
+def checkpoint(path):
+    return torch.load(path, weights_only=True)
+
+
+def max_diff(a, b) -> float:
+    return max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
+
+
+@pytest.fixture
+def reference(images, tmp_path):
+    """One plain process, 2 epochs of 3 steps at batch 2, one image per micro-batch (the same
+    float sums as two ranks of one image each: the results agree to the bit)."""
+    assert run_train.main(train_args(images, tmp_path / "one", "--num_epochs", "2", "--micro_batch", "1")) == 0
+    assert not torch.distributed.is_initialized()  # a plain run starts no process group
+    return tmp_path / "one/r/checkpoints"
+
+
+def test_two_ranks_train_what_one_process_trains_and_resume_in_one(images, tmp_path, reference, capsys):
+    capsys.readouterr()
+    r = torchrun("run_train.py", *train_args(images, tmp_path / "two", "--num_epochs", "1"))
+    assert r.returncode == 0, r.stderr
+    two = tmp_path / "two/r/checkpoints"
+    a, b = checkpoint(reference / "epoch_1.pt"), checkpoint(two / "epoch_1.pt")
+    assert a["step"] == b["step"] == 3 and max_diff(a, b) <= 1e-6
+    # Rank 0 alone speaks and writes; the logged losses are the global batch's.
+    assert r.stdout.count("Loaded 6 images") == 1 and r.stdout.count("epoch 1: mean loss") == 1
+    assert len(list((tmp_path / "two/r/logs").glob("events.out.tfevents.*"))) == 1
+    ours = float(r.stdout.split("epoch 1: mean loss ")[1].split()[0].rstrip(","))
+    assert ours == pytest.approx(a["best_loss"], rel=1e-6)
+    # A checkpoint written by two ranks continues in one process exactly as one process would have.
+    assert run_train.main(["--resume_path", str(two / "last.pt"), "--num_epochs", "2", "--micro_batch", "1",
+                           "--device", "cpu"]) == 0
+    a, b = checkpoint(reference / "last.pt"), checkpoint(two / "last.pt")
+    assert b["step"] == 6 and max_diff(a, b) <= 1e-6
+    assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(),
+                                                  b["optimizer"]["state"][0].values(), strict=True))
+
+
+def test_a_killed_worker_comes_back_and_the_run_finishes(images, tmp_path, reference):
+    r = torchrun("-c", FAULTY, *train_args(images, tmp_path / "two", "--num_epochs", "2", "--save_every", "1",
+                                           "--resume_path", "auto"),
+                 restarts=1, env={"DENSEFUSE_TEST_FAULT": "kill:4"})
+    assert r.returncode == 0, r.stderr
+    assert "exitcode: -9" in r.stderr or "exitcode  : -9" in r.stderr or "-9" in r.stderr
+    b = checkpoint(tmp_path / "two/r/checkpoints/last.pt")
+    assert b["step"] == 6 and max_diff(checkpoint(reference / "last.pt"), b) <= 1e-6
+
+
+def test_ctrl_c_on_the_launcher_leaves_a_resumable_checkpoint(images, tmp_path, reference):
+    r = torchrun("-c", FAULTY, *train_args(images, tmp_path / "two", "--num_epochs", "2"),
+                 env={"DENSEFUSE_TEST_FAULT": "interrupt:2"})
+    assert r.returncode != 0
+    last = tmp_path / "two/r/checkpoints/last.pt"
+    step = checkpoint(last)["step"]
+    assert 2 <= step < 6 and r.stdout.count(f"stopped at step {step}") == 1, r.stdout + r.stderr
+    assert run_train.main(["--resume_path", str(last), "--micro_batch", "1", "--device", "cpu"]) == 0
+    assert max_diff(checkpoint(reference / "last.pt"), checkpoint(last)) <= 1e-6
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_error(images, tmp_path):
+    r = torchrun("-c", FAULTY, *train_args(images, tmp_path / "two", "--num_epochs", "2"),
+                 env={"DENSEFUSE_TEST_FAULT": "nan:2"})
+    assert r.returncode != 0
+    assert r.stderr.count("error: non-finite loss (nan) at step 2") == 1, r.stderr
+    assert not (tmp_path / "two/r/checkpoints/last.pt").exists()
+
+
+def sources(folder, n=5, size=(170, 180)):
+    for k in range(1, n + 1):
+        write_gray(folder / f"IR{k}.png", size[0] + k, size[1], k)
+        write_gray(folder / f"VIS{k}.png", size[0] + k, size[1], 50 + k)
+    return folder
+
+
+def test_sharded_fusion_and_scoring_are_those_of_one_process(tmp_path):
+    data = sources(tmp_path / "S")
+    assert run_infer.main(["--test_path", str(data), "--output_path", str(tmp_path / "one"), "--device", "cpu"]) == 0
+    r = torchrun("run_infer.py", "--test_path", str(data), "--output_path", str(tmp_path / "two"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    one, two = tmp_path / "one/S_fusion", tmp_path / "two/S_fusion"
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert all((two / p.name).read_bytes() == p.read_bytes() for p in one.iterdir())
+    assert r.stdout.count("5 pairs fused") == 1
+    tables = {}
+    for how, tag in ((run_eval.main, "one"), (torchrun, "two")):
+        args = ["--fused", str(one), "--test_path", str(data), "--csv", str(tmp_path / f"{tag}.csv"),
+                "--json", str(tmp_path / f"{tag}.json")]
+        out = how(args) if tag == "one" else how("run_eval.py", *args)
+        assert out == 0 if tag == "one" else out.returncode == 0
+        tables[tag] = [(tmp_path / f"{tag}.{ext}").read_bytes() for ext in ("csv", "json")]
+    assert tables["one"] == tables["two"]
+
+
+def test_a_bad_input_stops_every_rank_with_one_report(tmp_path):
+    data = sources(tmp_path / "S", n=3, size=(20, 24))
+    (data / "IR2.png").write_bytes(b"not an image")
+    r = torchrun("run_infer.py", "--test_path", str(data), "--output_path", str(tmp_path / "out"), "--device", "cpu")
+    assert r.returncode != 0
+    assert r.stderr.count("IR2.png: not an image file") == 1 and r.stderr.count("error: nothing was fused") == 1
+    assert not (tmp_path / "out").exists()
+
+
+# ---- the pieces, without a launch ---------------------------------------------------------------
+
+def test_rank_batches_split_every_global_batch_among_the_ranks():
+    order = list(range(11))
+    ranks = [training.rank_batches(order, 4, D.Context(rank=r, world=2)) for r in range(2)]
+    assert ranks[0] == [[0, 1], [4, 5], [8, 9]] and ranks[1] == [[2, 3], [6, 7], [10]]
+    assert training.rank_batches(order, 4, D.SINGLE) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+
+
+def test_shard_and_unshard_are_inverse():
+    items = list("abcdefg")
+    parts = [D.shard(items, D.Context(rank=r, world=3)) for r in range(3)]
+    assert parts == [["a", "d", "g"], ["b", "e"], ["c", "f"]] and D.unshard(parts, 7) == items
+
+
+def test_what_cannot_be_split_over_the_ranks_is_named():
+    assert training.distributed_problems(3, 6, 2) == [
+        "--batch_size 3 (the global batch) must be a multiple of the 2 processes torchrun started"]
+    assert "last batch has 1 image(s)" in training.distributed_problems(2, 5, 2)[0]
+    assert training.distributed_problems(4, 7, 2) == [] and training.distributed_problems(3, 5, 1) == []
+
+
+def test_an_uneven_last_batch_still_gives_the_global_mean_gradient():
+    """Rank shares of 2 and 1 images: scaling each rank's loss by share x world makes DDP's
+    average the mean over all 3 images (checked here without DDP, by summing what it averages)."""
+    torch.manual_seed(0)
+    from models.densefuse import DenseFuse
+    from utils.losses import DenseFuseLoss
+    model, loss = DenseFuse(), DenseFuseLoss(100)
+    opt = torch.optim.SGD(model.parameters(), lr=0)
+    batch = torch.rand(3, 1, 16, 16)
+    training.train_step(model, loss, opt, batch, micro=3)
+    whole = [p.grad.clone() for p in model.parameters()]
+    parts, values = [], []
+    for chunk in (batch[:2], batch[2:]):
+        values.append(training.train_step(model, loss, opt, chunk, micro=1, share=len(chunk) / 3, world=2))
+        parts.append([p.grad.clone() for p in model.parameters()])
+    averaged = [(a + b) / 2 for a, b in zip(*parts, strict=True)]
+    assert all((w - g).abs().max() <= 1e-5 * w.abs().max() for w, g in zip(whole, averaged, strict=True))
+    total = training.train_step(model, loss, opt, batch, micro=3)[0]
+    assert math.isclose(values[0][0] + values[1][0], total, rel_tol=1e-5)
