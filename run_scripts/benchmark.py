@@ -102,8 +102,14 @@ def ort_session(path: str):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
+#: ``--in_process``: run the contestants in this process instead (quick, less fair; for tests).
+IN_PROCESS = False
+
+
 def in_fresh_process(kind: str, **kwargs) -> dict:
     """Run ``CHILDREN[kind](**kwargs)`` in a new Python process and return its result."""
+    if IN_PROCESS:
+        return CHILDREN[kind](**kwargs)
     child = json.dumps({"kind": kind, **kwargs})
     out = subprocess.run([sys.executable, "-m", "run_scripts.benchmark", "--_child", child],
                          capture_output=True, text=True, check=False, cwd=ROOT)
@@ -473,8 +479,13 @@ def main(argv=None) -> int:
                         "(always on with --device cuda)")
     p.add_argument("--micro_batch", type=int, default=0,
                    help="micro-batch of the project's training step; 0 = run_train.py's default (2 on CPU)")
+    p.add_argument("--in_process", action="store_true",
+                   help="run every contestant in this process, not in fresh ones: seconds quicker, less fair "
+                        "(allocator state carries over); for tests")
     p.add_argument("--_child", help=argparse.SUPPRESS)  # JSON {"kind": ..., **kwargs}
     args = p.parse_args(argv)
+    global IN_PROCESS
+    IN_PROCESS = args.in_process
     if args._child:
         kwargs = json.loads(args._child)
         print(json.dumps(CHILDREN[kwargs.pop("kind")](**kwargs)))

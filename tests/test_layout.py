@@ -74,11 +74,16 @@ def _scripts():
 def test_help_imports_no_heavy_library(how, target, no_torch):
     """--help (and importing the script) never pays for SciPy, matplotlib, TensorBoard, PyWavelets
     or scikit-image; the three entry points not even for torch. A later import at module level
-    brings the seconds back; this test names it."""
+    brings the seconds back; this test names it. The same run checks the help itself: it shows
+    real defaults, never "(default: None)" (flags without a default say in their help what
+    leaving them out means)."""
     heavy = HEAVY + (("torch",) if no_torch else ())
     out = subprocess.run([sys.executable, "-c", GUARD.format(how=how, target=target, heavy=heavy)],
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip().splitlines()[-1] == "[]", out
+    assert out.startswith("usage:") and "(default: None)" not in " ".join(out.split())
+    if target != "run_scripts.convert_official":  # its two arguments are both required
+        assert "(default: " in out
 
 
 def test_entry_scripts_are_thin():

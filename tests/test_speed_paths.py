@@ -52,17 +52,22 @@ def test_micro_batched_step_equals_whole_batch_step():
 
 
 def test_benchmark_smoke_fusion(tmp_path):
-    """Seconds: the fusion part runs its three variants in fresh processes and writes consistent
-    results (same pixels as the naive loop; ratios and GFLOP/s from the times it reports)."""
+    """Seconds: the fusion part runs its variants (in this process, for speed; the slow test
+    below runs them in fresh ones) and writes consistent results: the same pixels as the naive
+    loop, onnxruntime's included; ratios and GFLOP/s from the times it reports."""
     import json
     out = tmp_path / "b.json"
-    assert benchmark.main(["--smoke", "--skip", "startup", "infer", "training", "memory", "--json", str(out)]) == 0
+    assert benchmark.main(["--smoke", "--in_process", "--skip", "startup", "infer", "training", "memory",
+                           "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["matmul_peak_gflops"] > 0 and [r["size"] for r in res["fusion"]] == ["32x24"]
     r = res["fusion"][0]
     assert r["max_abs_diff"] <= 1e-4 and r["identical_8bit_pixels_pct"] > 99
     assert r["speedup"] == pytest.approx(r["naive_s"] / r["ours_s"])
     assert r["ours_gflops"] == pytest.approx(2 * benchmark.MACS_PER_PIXEL * 24 * 32 / 1e9 / r["ours_s"])
+    assert r["onnxruntime_max_abs_diff"] <= 1e-4
+    assert r["ours_over_onnxruntime"] == pytest.approx(r["onnxruntime_s"] / r["ours_s"])
+    assert r["onnxruntime_tiled_gflops"] == pytest.approx(r["ours_gflops"] * r["ours_s"] / r["onnxruntime_tiled_s"])
 
 
 @pytest.mark.slow
