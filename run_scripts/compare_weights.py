@@ -17,43 +17,40 @@ import math
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA
-from run_scripts.figures import montage
-from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
-from utils.fusion import FuseSettings, fuse_pairs, prepare_model
-from utils.images import load_image
-from utils.pairs import PairError, find_pairs
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SETTINGS = [("add", "minmax"), ("mean", "clip"), ("l1_norm", "clip")]
 
 
-@torch.inference_mode()
 def reconstruction_psnr(model, img: np.ndarray) -> float:
     """PSNR (dB, peak 255) of the float reconstruction against the [0,1] input."""
-    x = torch.from_numpy(img)[None, None]
-    y = model(x)[0, 0].double().numpy()
+    import numpy as np
+    import torch
+    with torch.inference_mode():
+        y = model(torch.from_numpy(img)[None, None])[0, 0].double().numpy()
     mse = np.mean((255.0 * (y - img)) ** 2)
     return math.inf if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
-@torch.inference_mode()
 def flat_activity_ratio(model) -> float:
     """Feature activity (sum of |features| over channels, mean over pixels) of an all-black
     image divided by that of a flat mid-grey (0.5) image. A black image only activates the
     biases, so this says how much of the encoder's activity is bias rather than signal; the
     L1-norm strategy's weights flatten towards 1/2 as it grows."""
-    act = [model.encode(torch.full((1, 1, 32, 32), v)).abs().sum(1).mean() for v in (0.0, 0.5)]
+    import torch
+    with torch.inference_mode():
+        act = [model.encode(torch.full((1, 1, 32, 32), v)).abs().sum(1).mean() for v in (0.0, 0.5)]
     return float(act[0] / act[1])
 
 
 def set_images(pairs):
+    from utils.images import load_image
     for p in pairs:
         yield f"{p.name} IR", load_image(p.ir, gray=True)
         yield f"{p.name} VIS", load_image(p.vis, gray=True)
@@ -76,8 +73,16 @@ def main(argv=None) -> int:
     p.add_argument("--figure_pairs", nargs="+", default=["1", "7", "15"],
                    help="pair names of the first set shown in the picture")
     args = p.parse_args(argv)
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from run_scripts.figures import montage
+    from utils.checkpoint import WeightsError, load_model
     from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
+    from utils.fusion import FuseSettings, fuse_pairs, prepare_model
     from utils.metrics import STANDARD
+    from utils.pairs import PairError, find_pairs
 
     out = Path(args.out)
     try:

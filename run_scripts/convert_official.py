@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from configs import SSIM_WEIGHTS
-from utils.checkpoint import WeightsError, load_model, save_checkpoint
 from utils.cli import DefaultsFormatter
 
 
@@ -26,6 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
                    help="which lambda to take from a release holding several (default 100)")
     args = p.parse_args(argv)
+    from utils.checkpoint import WeightsError, load_model, save_checkpoint
     out = Path(args.output)
     if out.exists():
         print(f"error: {out} exists; not overwriting it", file=sys.stderr)

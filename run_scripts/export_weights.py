@@ -16,19 +16,11 @@ import sys
 from pathlib import Path
 
 from configs import ROOT
-from utils.checkpoint import (
-    FORMAT,
-    WEIGHTS_FORMAT,
-    WeightsError,
-    atomic_torch_save,
-    model_from_state,
-    sha256_file,
-    torch_load,
-)
 from utils.cli import DefaultsFormatter
 
 
 def load_run_checkpoint(checkpoint: Path) -> dict:
+    from utils.checkpoint import FORMAT, WeightsError, torch_load
     obj = torch_load(checkpoint)
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise WeightsError(f"{checkpoint}: not a run_train.py checkpoint")
@@ -43,6 +35,7 @@ def checkpoint_lambda(obj: dict) -> int | None:
 
 def export(checkpoint: Path, out_dir: Path, name: str, obj: dict | None = None) -> tuple[Path, str]:
     """``obj``: the checkpoint already loaded, if the caller has it."""
+    from utils.checkpoint import WEIGHTS_FORMAT, atomic_torch_save, model_from_state, sha256_file
     obj = obj if obj is not None else load_run_checkpoint(checkpoint)
     model = model_from_state(obj["model"], str(checkpoint), obj.get("model_args"))
     state = {k: v.float().contiguous() for k, v in model.state_dict().items()}
@@ -72,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--update_configs", action="store_true",
                    help="make the exported file configs.py's default weights (lambda = 100 only)")
     args = p.parse_args(argv)
+    from utils.checkpoint import WeightsError
     try:
         obj = load_run_checkpoint(Path(args.checkpoint))
         lam = checkpoint_lambda(obj)

@@ -10,20 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import numpy as np
-from PIL import Image, ImageDraw
+from typing import TYPE_CHECKING
 
 from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA
-from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
-from utils.fusion import FuseSettings, fuse_images, prepare_model
-from utils.images import load_image
-from utils.pairs import find_pairs
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height: int = 220) -> None:
     """A grid picture: one row per pair, columns labelled."""
+    from PIL import Image, ImageDraw
     tiles = []
     for row in rows:
         scaled = []
@@ -59,6 +57,13 @@ def main(argv=None) -> int:
                    help="SET:PAIR names under data_test/")
     p.add_argument("--out", default=str(ROOT / "docs" / "examples.png"), help="PNG to write")
     args = p.parse_args(argv)
+    import numpy as np
+    from PIL import Image
+
+    from utils.checkpoint import WeightsError, load_model
+    from utils.fusion import FuseSettings, fuse_images, prepare_model
+    from utils.images import load_image
+    from utils.pairs import find_pairs
     try:
         model = prepare_model(load_model(args.weights)[0])
     except WeightsError as e:

@@ -16,20 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from configs import PROFILE_NAMES, RESULTS, SHIPPED_WEIGHTS, TEST_DATA
-from utils.checkpoint import WeightsError, load_model
 from utils.cli import DefaultsFormatter
-from utils.fusion import FuseSettings, fuse_pairs, prepare_model
-from utils.images import load_image, save_image
-from utils.pairs import PairError, find_pairs
 
 MODES = {"add": "minmax", "mean": "clip", "l1_norm": "clip", "max": "clip"}
 
 
 def average_baseline(pairs, folder: Path) -> None:
     """(A+B)/2 on gray levels (colour visible images reduced to luma), rounded to 8 bit."""
+    from utils.images import load_image, save_image
     for p in pairs:
         a, b = load_image(p.ir, gray=True), load_image(p.vis, gray=True)
         save_image(folder / f"{p.name}.png", (a + b) / 2)
@@ -48,8 +43,13 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", nargs="+", default=["standard", "densefuse"], choices=PROFILE_NAMES)
     ap.add_argument("--out", default=str(RESULTS / "tables"), help="fused images and tables go here")
     args = ap.parse_args(argv)
+    import numpy as np
+
+    from utils.checkpoint import WeightsError, load_model
     from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
+    from utils.fusion import FuseSettings, fuse_pairs, prepare_model
     from utils.metrics import PROFILES
+    from utils.pairs import PairError, find_pairs
 
     out = Path(args.out)
     try:

@@ -10,6 +10,7 @@ from models.densefuse import DenseFuse
 from models.fusion import STRATEGIES, get_strategy
 from run_scripts import benchmark
 from tests.conftest import ROOT
+from utils import benchmarking
 from utils.fusion import FuseSettings, fuse_gray, prepare_model
 from utils.losses import DenseFuseLoss
 
@@ -64,7 +65,7 @@ def test_benchmark_smoke_fusion(tmp_path):
     r = res["fusion"][0]
     assert r["max_abs_diff"] <= 1e-4 and r["identical_8bit_pixels_pct"] > 99
     assert r["speedup"] == pytest.approx(r["naive_s"] / r["ours_s"])
-    assert r["ours_gflops"] == pytest.approx(2 * benchmark.MACS_PER_PIXEL * 24 * 32 / 1e9 / r["ours_s"])
+    assert r["ours_gflops"] == pytest.approx(2 * benchmarking.MACS_PER_PIXEL * 24 * 32 / 1e9 / r["ours_s"])
     assert r["onnxruntime_max_abs_diff"] <= 1e-4
     assert r["ours_over_onnxruntime"] == pytest.approx(r["onnxruntime_s"] / r["ours_s"])
     assert r["onnxruntime_tiled_gflops"] == pytest.approx(r["ours_gflops"] * r["ours_s"] / r["onnxruntime_tiled_s"])
@@ -91,7 +92,7 @@ def test_benchmark_smoke(tmp_path):
     assert t["naive_img_s"] > 0 and t["ours_img_s"] > 0 and t["convs_only_img_s"] > 0 and t["peak_rss_mib"] > 0
     assert t["amp_speedup"] == pytest.approx(t["amp_img_s"] / t["naive_img_s"])
     assert t["ours_pct_peak"] == pytest.approx(
-        100 * t["ours_img_s"] * 2 * benchmark.TRAIN_MACS_PER_PIXEL * 16 * 16 / 1e9 / res["matmul_peak_gflops"])
+        100 * t["ours_img_s"] * 2 * benchmarking.TRAIN_MACS_PER_PIXEL * 16 * 16 / 1e9 / res["matmul_peak_gflops"])
     assert res["infer"]["pairs"] == 2
     assert all("peak_rss_mib" in r for r in res["memory"])
     s = res["startup"]
@@ -106,11 +107,11 @@ def test_benchmark_flop_counts_match_pytorchs_counter():
     from torch.utils.flop_counter import FlopCounterMode
     model, x = DenseFuse(), torch.rand(1, 1, 20, 30)
     with FlopCounterMode(display=False) as fusion:
-        benchmark.naive_fuse(model, x, x)
+        benchmarking.naive_fuse(model, x, x)
     with FlopCounterMode(display=False) as training:
         model(x).sum().backward()
-    assert fusion.get_total_flops() == 2 * benchmark.MACS_PER_PIXEL * 20 * 30
-    assert training.get_total_flops() == 2 * benchmark.TRAIN_MACS_PER_PIXEL * 20 * 30
+    assert fusion.get_total_flops() == 2 * benchmarking.MACS_PER_PIXEL * 20 * 30
+    assert training.get_total_flops() == 2 * benchmarking.TRAIN_MACS_PER_PIXEL * 20 * 30
 
 
 FAULTS_CHILD = """
