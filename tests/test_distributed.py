@@ -149,30 +149,36 @@ def sources(folder, n=5, size=(170, 180)):
     return folder
 
 
+#: One launch for both scripts (each main() joins and leaves its own process group): the fusion
+#: as run_infer.py, then the scoring of what one process fused as run_eval.py.
+FUSE_THEN_SCORE = """
+import sys
+import run_eval, run_infer
+infer, score = " ".join(sys.argv[1:]).split(" -- ")
+print("infer exit", run_infer.main(infer.split()))
+print("eval exit", run_eval.main(score.split()))
+"""
+
+
 def test_sharded_fusion_and_scoring_are_those_of_one_process(tmp_path):
     """Byte-identical images, record and tables; a bad pair (skipped here) is reported once."""
+    good = sources(tmp_path / "good")
     data = sources(tmp_path / "S")
     (data / "IR6.png").write_bytes(b"not an image")
     (data / "VIS6.png").write_bytes((data / "VIS1.png").read_bytes())
-    flags = ["--test_path", str(data), "--device", "cpu", "--skip_bad"]
-    assert run_infer.main([*flags, "--output_path", str(tmp_path / "one")]) == 1
-    r = torchrun("run_infer.py", *flags, "--output_path", str(tmp_path / "two"))
-    assert r.returncode == 1, r.stderr
-    assert r.stderr.count("IR6.png: not an image file") == 1
+    fuse = ["--test_path", str(data), "--device", "cpu", "--skip_bad"]
     one, two = tmp_path / "one/S_fusion", tmp_path / "two/S_fusion"
+    score = ["--fused", str(one), "--test_path", str(good)]
+    assert run_infer.main([*fuse, "--output_path", str(tmp_path / "one")]) == 1
+    assert run_eval.main([*score, "--csv", str(tmp_path / "one.csv"), "--json", str(tmp_path / "one.json")]) == 0
+    r = torchrun("-c", FUSE_THEN_SCORE, *fuse, "--output_path", str(tmp_path / "two"), "--", *score,
+                 "--csv", str(tmp_path / "two.csv"), "--json", str(tmp_path / "two.json"))
+    assert r.returncode == 0 and r.stdout.count("infer exit 1") == r.stdout.count("eval exit 0") == 1, r.stderr
+    assert r.stderr.count("IR6.png: not an image file") == 1
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert all((two / p.name).read_bytes() == p.read_bytes() for p in one.iterdir())
     assert r.stdout.count("5 pairs fused") == 1
-    (data / "IR6.png").unlink()
-    (data / "VIS6.png").unlink()
-    tables = {}
-    for how, tag in ((run_eval.main, "one"), (torchrun, "two")):
-        args = ["--fused", str(one), "--test_path", str(data), "--csv", str(tmp_path / f"{tag}.csv"),
-                "--json", str(tmp_path / f"{tag}.json")]
-        out = how(args) if tag == "one" else how("run_eval.py", *args)
-        assert out == 0 if tag == "one" else out.returncode == 0
-        tables[tag] = [(tmp_path / f"{tag}.{ext}").read_bytes() for ext in ("csv", "json")]
-    assert tables["one"] == tables["two"]
+    assert all((tmp_path / f"one.{e}").read_bytes() == (tmp_path / f"two.{e}").read_bytes() for e in ("csv", "json"))
 
 
 # ---- the pieces, without a launch ---------------------------------------------------------------

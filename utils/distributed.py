@@ -39,6 +39,7 @@ class Context:
 
 
 SINGLE = Context()
+_GROUPS: list = []  # process groups this process has started (see attempt_store)
 
 
 def launched() -> bool:
@@ -85,7 +86,9 @@ def attempt_store(world: int):
         return dist.TCPStore(addr, port, world, is_master=rank == 0, timeout=datetime.timedelta(minutes=30),
                              multi_tenant=True)
     store = dist.TCPStore(addr, port, world, is_master=False, timeout=datetime.timedelta(minutes=30))
-    return dist.PrefixStore(f"densefuse/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    _GROUPS.append(None)  # a second group in one process (run_infer.main, then run_eval.main) gets fresh keys too
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"densefuse/attempt_{attempt}/group_{len(_GROUPS)}", store)
 
 
 def main_process() -> bool:
