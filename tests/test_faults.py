@@ -69,6 +69,7 @@ def test_sigint_subprocess_checkpoint_then_resume_is_bit_identical(images, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # the handler is SIGINT's (tested by default), registered for both
 def test_sigterm_is_handled_like_sigint(images, tmp_path):
     """SIGTERM (what schedulers send) stops a run that could not have finished (2,000 steps) at the
     end of the current step, writes last.pt at exactly that step, and says how to resume."""
@@ -281,16 +282,15 @@ def test_two_runs_writing_one_folder(tmp_path, tiny_weights, flat_set):
             im.load()
 
 
-def test_no_progress_bars_in_redirected_output(tmp_path, tiny_weights, flat_set, images):
-    """Output that is not a terminal (a log file, a pipe) gets the summary lines only: no tqdm
-    bars and their carriage returns, from fusion or training."""
-    fuse = subprocess.run([sys.executable, str(ROOT / "run_infer.py"), "--test_path", str(flat_set), "--output_path",
-                           str(tmp_path / "res"), "--weights", str(tiny_weights), "--device", "cpu"],
-                          capture_output=True, text=True, cwd=ROOT, check=True)
-    assert "\r" not in fuse.stdout + fuse.stderr and "pair/s" not in fuse.stderr
-    assert "Flat: 3 pairs fused in" in fuse.stdout
-    train = subprocess.run([sys.executable, str(ROOT / "run_train.py"), *train_args(images, tmp_path / "runs"),
-                            "--num_epochs", "1", "--epoch_size", "4"], capture_output=True, text=True, cwd=ROOT,
-                           check=True)
-    assert "\r" not in train.stdout + train.stderr and "it/s" not in train.stderr
-    assert "epoch 1: mean loss" in train.stdout
+def test_no_progress_bars_in_redirected_output(tmp_path, tiny_weights, flat_set, images, capsys):
+    """Output that is not a terminal (a log file, a pipe: here pytest's capture) gets the summary
+    lines only: no tqdm bars and their carriage returns, from fusion or training."""
+    assert run_infer.main(["--test_path", str(flat_set), "--output_path", str(tmp_path / "res"),
+                           "--weights", str(tiny_weights), "--device", "cpu"]) == 0
+    fuse = capsys.readouterr()
+    assert "\r" not in fuse.out + fuse.err and "pair/s" not in fuse.err
+    assert "Flat: 3 pairs fused in" in fuse.out
+    assert run_train.main([*train_args(images, tmp_path / "runs"), "--num_epochs", "1", "--epoch_size", "4"]) == 0
+    train = capsys.readouterr()
+    assert "\r" not in train.out + train.err and "it/s" not in train.err
+    assert "epoch 1: mean loss" in train.out

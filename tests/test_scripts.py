@@ -85,6 +85,7 @@ def tiny_sets(tmp_path):
     return flat, sub
 
 
+@pytest.mark.slow
 def test_compare_weights_report(tmp_path, tiny_weights):
     """Two different files with a known difference: the reference is ours with its last bias
     raised by 0.05, i.e. every decoded pixel 0.05 brighter. ``minmax`` removes a constant shift,

@@ -154,6 +154,7 @@ def test_keep_freed_memory_stops_page_faults():
     assert churn_faults(4, large_blocks=False) < 0.05
 
 
+@pytest.mark.slow  # seconds of page faults; the default run checks the normal setting
 @needs_glibc
 def test_keep_freed_memory_large_blocks():
     """Blocks over the 32 MiB mmap threshold (here 40 MiB) are unmapped on free and fault back
