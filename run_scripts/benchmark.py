@@ -55,7 +55,7 @@ def print_fusion(rows):
                   f"tiled)")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -73,10 +73,80 @@ def main(argv=None) -> int:
                    help="run every contestant in this process, not in fresh ones: seconds quicker, less fair "
                         "(allocator state carries over); for tests")
     p.add_argument("--_child", help=argparse.SUPPRESS)  # JSON {"kind": ..., **kwargs}
-    args = p.parse_args(argv)
-    import torch
+    return p
+
+
+def print_training(rows):
+    print("\ntraining step, images/s | % of peak (fresh process each)")
+    for r in rows:
+        print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f} | "
+              f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_img_s']:.2f}   "
+              f"ours {r['ours_img_s']:.2f} | {r['ours_pct_peak']:.0f}% (micro-batch {r['micro_batch']}, "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB)   "
+              f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   "
+              f"convolutions alone {r['convs_only_img_s']:.2f} | {r['convs_only_pct_peak']:.0f}%   "
+              f"first-step loss {r['first_loss_naive']:.6f} / {r['first_loss_naive_keep_memory']:.6f} / "
+              f"{r['first_loss_ours']:.6f}"
+              + (f"   bf16 autocast {r['amp_img_s']:.2f} = x{r['amp_speedup']:.2f}" if "amp_img_s" in r else ""))
+
+
+def print_memory(rows, w: int, h: int, tried_untiled: bool):
+    print(f"\npeak RSS fusing one {w}x{h} pair (fresh process each)")
+    for r in rows:
+        print(f"  {r['mode']:>8}: " + (f"{r['peak_rss_mib']:.0f} MiB in {r['seconds']:.1f} s"
+                                       + (f", CUDA max allocated {r['cuda_max_allocated_mib']:.0f} MiB"
+                                          if "cuda_max_allocated_mib" in r else "")
+                                       if "peak_rss_mib" in r else f"failed: {r['error']}"))
+    if not tried_untiled:
+        print("  untiled: skipped (needs > 16 GB free)")
+
+
+def bench_infer_set(args, B, reps: int) -> dict:
+    """run_infer.py end to end on data_test/Tno (``--smoke``: on a tiny generated set)."""
+    import tempfile
 
     from configs import TEST_DATA
+    with tempfile.TemporaryDirectory() as tmp:
+        tno = TEST_DATA / "Tno"
+        if args.smoke:
+            import numpy as np
+            from PIL import Image
+            rng = np.random.default_rng(0)
+            for name in ("IR1", "VIS1", "IR2", "VIS2"):
+                Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(f"{tmp}/{name}.png")
+            tno = Path(tmp)
+        r = B.bench_infer(tno, reps, args.device)
+    print(f"\nrun_infer.py end to end on {r['set']}: {r['pairs']} pairs in {r['seconds']:.1f} s = "
+          f"{r['pairs_per_s']:.2f} pairs/s")
+    return r
+
+
+def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
+    """Each part not in --skip, printed as it finishes and added to ``res``."""
+    dev, peak, smoke = args.device, res["matmul_peak_gflops"], args.smoke
+    if "startup" not in args.skip:
+        res["startup"] = B.bench_startup(*((48, 64) if smoke else (1152, 1536)), reps)
+        print_startup(res["startup"])
+    if "fusion" not in args.skip:
+        res["fusion"] = B.bench_fusion(dev, [(24, 32)] if smoke else [(576, 768), (768, 1024)], reps, peak, amp)
+        print_fusion(res["fusion"])
+    if "infer" not in args.skip:
+        res["infer"] = bench_infer_set(args, B, reps)
+    if "training" not in args.skip:
+        res["training"] = B.bench_training(dev, [2] if smoke else [2, 16], 16 if smoke else 256, reps,
+                                           args.micro_batch, peak, amp)
+        print_training(res["training"])
+    if "memory" not in args.skip:
+        h, w = (64, 96) if smoke else (2160, 3840)
+        try_untiled = smoke or B.available_mib() > 16_000
+        res["memory"] = B.bench_memory(h, w, try_untiled, dev)
+        print_memory(res["memory"], w, h, try_untiled)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
     from utils import benchmarking as B
     B.IN_PROCESS = args.in_process
     if args._child:
@@ -87,62 +157,13 @@ def main(argv=None) -> int:
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     dev = args.device
-    amp = args.amp or torch.device(dev).type == "cuda"
     reps = 1 if args.smoke else args.repeats
     B.keep_freed_memory()  # as run_infer.py does, for the end-to-end section
     res = {"device": torch.cuda.get_device_name() if dev == "cuda" else f"cpu, {torch.get_num_threads()} threads",
            "torch": torch.__version__}
     res["matmul_peak_gflops"] = B.matmul_peak(dev, reps, 256 if args.smoke else (8192 if dev == "cuda" else 2048))
-    peak = res["matmul_peak_gflops"]
-    print(f"device: {res['device']}; fp32 matmul peak {peak:.0f} GFLOP/s")
-    if "startup" not in args.skip:
-        h, w = (48, 64) if args.smoke else (1152, 1536)
-        res["startup"] = s = B.bench_startup(h, w, reps)
-        print_startup(s)
-    if "fusion" not in args.skip:
-        sizes = [(24, 32)] if args.smoke else [(576, 768), (768, 1024)]
-        res["fusion"] = B.bench_fusion(dev, sizes, reps, peak, amp)
-        print_fusion(res["fusion"])
-    if "infer" not in args.skip:
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            tno = TEST_DATA / "Tno"
-            if args.smoke:  # a tiny generated set
-                import numpy as np
-                from PIL import Image
-                rng = np.random.default_rng(0)
-                for name in ("IR1", "VIS1", "IR2", "VIS2"):
-                    Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(f"{tmp}/{name}.png")
-                tno = Path(tmp)
-            res["infer"] = B.bench_infer(tno, reps, dev)
-        print(f"\nrun_infer.py end to end on {res['infer']['set']}: {res['infer']['pairs']} pairs in "
-              f"{res['infer']['seconds']:.1f} s = {res['infer']['pairs_per_s']:.2f} pairs/s")
-    if "training" not in args.skip:
-        res["training"] = B.bench_training(dev, [2] if args.smoke else [2, 16],
-                                         16 if args.smoke else 256, reps, args.micro_batch, peak, amp)
-        print("\ntraining step, images/s | % of peak (fresh process each)")
-        for r in res["training"]:
-            print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f} | "
-                  f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_img_s']:.2f}   "
-                  f"ours {r['ours_img_s']:.2f} | {r['ours_pct_peak']:.0f}% (micro-batch {r['micro_batch']}, "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB)   "
-                  f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   "
-                  f"convolutions alone {r['convs_only_img_s']:.2f} | {r['convs_only_pct_peak']:.0f}%   "
-                  f"first-step loss {r['first_loss_naive']:.6f} / {r['first_loss_naive_keep_memory']:.6f} / "
-                  f"{r['first_loss_ours']:.6f}"
-                  + (f"   bf16 autocast {r['amp_img_s']:.2f} = x{r['amp_speedup']:.2f}" if "amp_img_s" in r else ""))
-    if "memory" not in args.skip:
-        h, w = (64, 96) if args.smoke else (2160, 3840)
-        try_untiled = args.smoke or B.available_mib() > 16_000
-        res["memory"] = B.bench_memory(h, w, try_untiled, dev)
-        print(f"\npeak RSS fusing one {w}x{h} pair (fresh process each)")
-        for r in res["memory"]:
-            print(f"  {r['mode']:>8}: " + (f"{r['peak_rss_mib']:.0f} MiB in {r['seconds']:.1f} s"
-                                           + (f", CUDA max allocated {r['cuda_max_allocated_mib']:.0f} MiB"
-                                              if "cuda_max_allocated_mib" in r else "")
-                                           if "peak_rss_mib" in r else f"failed: {r['error']}"))
-        if not try_untiled:
-            print("  untiled: skipped (needs > 16 GB free)")
+    print(f"device: {res['device']}; fp32 matmul peak {res['matmul_peak_gflops']:.0f} GFLOP/s")
+    run_sections(args, B, res, args.amp or torch.device(dev).type == "cuda", reps)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0

@@ -7,6 +7,7 @@ interrupt the launcher, or gives it a non-finite loss, on the first attempt only
 """
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +48,15 @@ def torchrun(*args, restarts: int = 0, env=None) -> subprocess.CompletedProcess:
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--max-restarts", str(restarts)]
     cmd += ["--no-python", sys.executable, *args] if args[0] == "-c" else [str(ROOT / args[0]), *args[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    # A session of its own, so that a hang is killed with all its workers, not just the launcher.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 #: run_train.py with a fault on rank 1 at step K: DENSEFUSE_TEST_FAULT holds one fault per torchrun
