@@ -23,6 +23,8 @@ from utils.cli import DefaultsFormatter
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Score fused infrared-visible images.",
+                                epilog="Several processes: torchrun --nproc_per_node N run_eval.py ... shares the "
+                                       "scoring; rank 0 writes the one table. See docs/distributed.md.",
                                 formatter_class=DefaultsFormatter)
     p.add_argument("--fused", required=True, help="folder of fused images named <pair>.png")
     p.add_argument("--test_path", help="folder of source pairs (any layout run_infer.py accepts)")

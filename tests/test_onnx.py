@@ -95,6 +95,23 @@ def test_three_source_graph(shipped, tmp_path):
     np.testing.assert_allclose(fuse_sources(net, images, FuseSettings("mean", tile=-1)), ref, atol=1e-4)
 
 
+def test_colour_network_exports(tmp_path):
+    """A 3-channel (RGB) network exports like the gray one: (1, 3, H, W) sources in, (1, 3, H, W)
+    out, the channel count in the metadata, the PyTorch path's output (the RGB weights
+    themselves come with the colour issue; the graph does not depend on them)."""
+    from models.densefuse import DenseFuse
+    from utils.fusion import TorchNetwork
+    torch.manual_seed(0)
+    model = DenseFuse(channels=3).eval()
+    path = tmp_path / "rgb.onnx"
+    assert export_onnx(model, path, strategy="l1_norm", radius=1)["model_args"]["channels"] == 3
+    x = torch.rand(2, 3, 31, 45, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = TorchNetwork(model, "l1_norm", 1)(x)
+    got = OnnxNetwork(path)(x)
+    assert got.shape == (1, 3, 31, 45) and float((got - ref).abs().max()) <= 1e-4
+
+
 @pytest.mark.parametrize("part", ["encoder", "decoder"])
 def test_encoder_and_decoder_parts(shipped, tmp_path, part):
     path = tmp_path / f"{part}.onnx"

@@ -16,8 +16,13 @@ import io
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that need it: main_process() and quiet_unless_main() run
+# before argparse's errors and cost nothing.
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,11 @@ class Context:
 
     @property
     def distributed(self) -> bool:
-        return torch.distributed.is_available() and torch.distributed.is_initialized()
+        """Whether a process group is running (never in a plain process, which skips the import)."""
+        if self.world == 1 and self is SINGLE:
+            return False
+        import torch.distributed as dist
+        return dist.is_available() and dist.is_initialized()
 
 
 SINGLE = Context()
@@ -53,6 +62,7 @@ def start(device: torch.device) -> tuple[Context, torch.device]:
     Without torchrun: ``(SINGLE, device)``, nothing initialised."""
     if not launched():
         return SINGLE, device
+    import torch
     import torch.distributed as dist
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if device.type == "cuda":
@@ -106,7 +116,8 @@ def quiet_unless_main() -> None:
 
 def stop(ctx: Context) -> None:
     if ctx.distributed:
-        torch.distributed.destroy_process_group()
+        import torch.distributed as dist
+        dist.destroy_process_group()
 
 
 def shard(items: list, ctx: Context) -> list:
@@ -126,6 +137,7 @@ def sum_over_ranks(values: list[float], ctx: Context) -> list[float]:
     """Elementwise sum of ``values`` over all ranks (float64), the same list on every rank."""
     if not ctx.distributed:
         return list(values)
+    import torch
     t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
     torch.distributed.all_reduce(t)
     return t.tolist()
@@ -135,8 +147,9 @@ def gather(obj, ctx: Context) -> list:
     """Every rank's ``obj`` in rank order, on every rank (picklable objects)."""
     if not ctx.distributed:
         return [obj]
+    import torch.distributed as dist
     out = [None] * ctx.world
-    torch.distributed.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj)
     return out
 
 
@@ -144,11 +157,13 @@ def from_main(obj, ctx: Context):
     """Rank 0's ``obj`` on every rank."""
     if not ctx.distributed:
         return obj
+    import torch.distributed as dist
     box = [obj]
-    torch.distributed.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
-        torch.distributed.barrier()
+        import torch.distributed as dist
+        dist.barrier()
