@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         set_name, name = spec.split(":", 1)
         pair = {p.name: p for p in find_pairs(TEST_DATA / set_name)[1]}[name]
         ir, vis = load_image(pair.ir), load_image(pair.vis)
-        fused = fuse_images(model, ir, vis, FuseSettings("add", output_mode="minmax"))
+        fused = fuse_images(model, ir, vis, settings=FuseSettings("add", output_mode="minmax"))
         as8 = [np.asarray(Image.open(f).convert("RGB")) for f in (pair.ir, pair.vis)]
         rows.append([*as8, fused])
     montage(rows, ["infrared", "visible", "DenseFuse (add, minmax)"], Path(args.out))

@@ -60,6 +60,41 @@ def test_colour_visible_keeps_chroma(tmp_path, tiny_weights):
     assert np.abs(got[inside, 1:] - src[inside, 1:]).max() < 0.02
 
 
+def test_chroma_rule_is_the_saturation_weighted_mean():
+    """fuse_chroma against its closed form (DeepFuse, Eq. 5, on [0,1] planes)."""
+    from utils.fusion import fuse_chroma
+    rng = np.random.default_rng(0)
+    c1, c2, c3 = (rng.random((5, 7), dtype=np.float32) for _ in range(3))
+    w = [np.abs(c.astype(np.float64) - 0.5) for c in (c1, c2, c3)]
+    expected = (w[0] * c1 + w[1] * c2 + w[2] * c3) / (w[0] + w[1] + w[2])
+    np.testing.assert_allclose(fuse_chroma([c1, c2, c3]), expected, rtol=1e-6)
+    neutral = np.full((5, 7), 0.5, np.float32)
+    np.testing.assert_allclose(fuse_chroma([c1, neutral]), c1, rtol=1e-6)  # a gray source adds no colour
+    assert (fuse_chroma([neutral, neutral]) == 0.5).all()  # equal weights where every source is neutral
+
+
+def test_two_colour_sources_give_a_colour_output_with_fused_chroma(tiny_weights):
+    """Both sources colour (multi-focus, multi-exposure) and a gray network: Y through the
+    network, Cb and Cr by the chroma rule; exactly one colour source (here the IR) keeps its own."""
+    from utils.checkpoint import load_model
+    from utils.fusion import fuse_chroma
+    from utils.images import ycbcr_to_rgb
+    model = load_model(tiny_weights)[0]
+    rng = np.random.default_rng(1)
+    a, b = (rng.uniform(0.3, 0.7, (20, 24, 3)).astype(np.float32) for _ in range(2))
+    settings = FuseSettings("mean", output_mode="clip")
+    out = fuse_images(model, a, b, settings=settings)
+    ya, yb = rgb_to_ycbcr(a), rgb_to_ycbcr(b)
+    y = fuse_gray(model, ya[..., 0], yb[..., 0], settings)
+    want = np.stack([np.clip(y, 0, 1), *(fuse_chroma([ya[..., k], yb[..., k]]) for k in (1, 2))], -1)
+    assert out.shape == (20, 24, 3)
+    assert np.abs(out.astype(np.float64) - np.floor(np.clip(ycbcr_to_rgb(want), 0, 1) * 255 + 0.5)).max() <= 1
+    gray_vis = b.mean(-1)
+    y = np.clip(fuse_gray(model, ya[..., 0], gray_vis, settings), 0, 1)
+    want = np.floor(np.clip(ycbcr_to_rgb(np.stack([y, ya[..., 1], ya[..., 2]], -1)), 0, 1) * 255 + 0.5)
+    assert np.abs(fuse_images(model, a, gray_vis, settings=settings) - want).max() <= 1  # the IR's own chroma
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 @pytest.mark.parametrize("hw,tile", [((37, 29), 8), ((19, 40), 13), ((16, 16), 5)])
 def test_tiled_equals_untiled(strategy, hw, tile):
@@ -79,7 +114,7 @@ def test_add_minmax_is_official_postprocessing():
     a, b = rng.random((10, 12), dtype=np.float32), rng.random((10, 12), dtype=np.float32)
     y = fuse_gray(model, a, b, FuseSettings("add", 1, tile=-1)).astype(np.float32)
     expect = np.floor((y - y.min()) / (y.max() - y.min()) * 255 + 0.5).astype(np.uint8)
-    got = fuse_images(model, a, b, FuseSettings("add", output_mode="minmax"))
+    got = fuse_images(model, a, b, settings=FuseSettings("add", output_mode="minmax"))
     assert np.abs(got.astype(int) - expect).max() <= 1  # float32 rounding at .5 boundaries
 
 

@@ -99,9 +99,62 @@ def test_errors_name_the_problem(tmp_path):
         load_tensorflow(TF_ZIP, 5)
 
 
-def test_rgb_model_refused_clearly():
-    with pytest.raises(WeightsError, match="RGB model"):
-        load_model(OFFICIAL / "densefuse_rgb.model")
+def port_pipeline(state: dict, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """The official PyTorch port's RGB fusion, written out from its raw state_dict: 0-255 RGB in
+    (IR replicated), reflection-padded 3x3 convolutions with ReLU after every layer (the last
+    too), dense block outputs concatenated, the mean of the two feature maps, output clamped to
+    0-255 and truncated to 8 bits as the port saves it."""
+    import torch.nn.functional as F
+
+    def conv(name, x):
+        return F.relu(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), state[f"{name}.conv2d.weight"],
+                               state[f"{name}.conv2d.bias"]))
+
+    def encode(x):
+        x = conv("conv1", x)
+        for k in range(3):
+            x = torch.cat([x, conv(f"DB1.denseblock.{k}.dense_conv", x)], 1)
+        return x
+    a, b = (torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)))[None].float() for im in (ir, vis))
+    with torch.no_grad():
+        f = (encode(a) + encode(b)) / 2
+        for name in ("conv2", "conv3", "conv4", "conv5"):
+            f = conv(name, f)
+    return np.floor(f[0].clamp(0, 255).numpy().transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("pair", [("Tno/IR1.png", "Tno/VIS1.png"),
+                                  ("Road/ir/FLIR_00211.jpg", "Road/vi/FLIR_00211.jpg")])
+def test_official_rgb_model_reproduces_the_ports_pipeline(pair):
+    """run_infer.py's path with --weights densefuse_rgb.model --strategy mean --output_mode clip
+    against the port's own pipeline: within one gray level on average (we round, it truncates)."""
+    from PIL import Image
+
+    from utils.fusion import FuseSettings, fuse_images
+    rgb = OFFICIAL / "densefuse_rgb.model"
+    model, info = load_model(rgb)
+    assert info["kind"].endswith("RGB") and model.model_args()["channels"] == 3
+    assert sum(p.numel() for p in model.parameters()) == 74_771
+    ir, vis = (ROOT / "data_test" / f for f in pair)
+    ours = fuse_images(model, load_image(ir)[:120, :150], load_image(vis)[:120, :150],
+                       settings=FuseSettings("mean", output_mode="clip", tile=64))
+    assert ours.shape == (120, 150, 3) and ours.dtype == np.uint8
+    ir255, vis255 = (np.asarray(Image.open(f).convert("RGB"), np.float32)[:120, :150] for f in (ir, vis))
+    ref = port_pipeline(torch.load(rgb, map_location="cpu", weights_only=True), ir255, vis255)
+    assert np.abs(ours.astype(np.float64) - ref).mean() <= 1.0
+
+
+def test_rgb_and_gray_weights_are_never_mixed_up(flat_set):
+    """An RGB network given gray images replicates them; a gray network refuses RGB arrays."""
+    from utils.fusion import FuseSettings, fuse_images, fuse_sources
+    rgb_model = load_model(OFFICIAL / "densefuse_rgb.model")[0]
+    a, b = load_image(flat_set / "IR1.png"), load_image(flat_set / "VIS1.png")
+    settings = FuseSettings("mean", output_mode="clip")
+    out = fuse_images(rgb_model, a, b, settings=settings)
+    replicated = fuse_sources(rgb_model, [np.repeat(im[..., None], 3, axis=2) for im in (a, b)], settings)
+    assert out.shape == (*a.shape, 3) and np.array_equal(out, np.floor(np.clip(replicated, 0, 1) * 255 + 0.5))
+    with pytest.raises(ValueError, match="1-channel network cannot fuse 3-channel"):
+        fuse_sources(load_model(PT_MODEL)[0], [np.stack([a] * 3, -1)] * 2)
 
 
 def test_convert_and_fuse_with_official(tmp_path, flat_set):

@@ -165,8 +165,10 @@ def _load_by_content(path: Path, ssim_weight: int | None, shipped: bool) -> tupl
         return _from_project_file(obj, path)
     if isinstance(obj, dict) and official.is_official_pytorch(obj):
         state = official.convert_official_pytorch(obj, str(path))
-        return model_from_state(state, str(path), {"final_relu": True}), {
-            "kind": "official PyTorch port (.model)", "final_relu": True}
+        channels = state[f"{official.FIRST}.weight"].shape[1]
+        kind = "official PyTorch port (.model)" + (", RGB" if channels == 3 else "")
+        return model_from_state(state, str(path), {"final_relu": True, "channels": channels}), {
+            "kind": kind, "final_relu": True}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return model_from_state(obj, str(path)), {"kind": "shipped weights" if shipped else "project state_dict"}
     raise WeightsError(f"{path}: not a DenseFuse checkpoint (unrecognised content)")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from configs import OUTPUT_MODES
 from models.densefuse import DenseFuse
 from models.fusion import STRATEGIES, get_strategy, strategy_radius, takes_radius
-from utils.images import load_image, rgb_to_gray, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
+from utils.images import load_image, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
 
 #: CPU tile size: the fastest measured on a 2-core Xeon (96-256 are all within 10 %).
 CPU_TILE = 192
@@ -75,6 +75,7 @@ class TorchNetwork:
     def __init__(self, model: DenseFuse, strategy: str = "add", radius: int = 1):
         self.model, self.fn = model, get_strategy(strategy, radius)
         self.halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(strategy, radius)
+        self.channels = model.model_args()["channels"]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         f = self.model.encode(x.contiguous(memory_format=torch.channels_last))
@@ -137,19 +138,39 @@ def postprocess(y: np.ndarray, mode: str) -> np.ndarray:
 
 @torch.inference_mode()
 def fuse_sources(model, sources: list[np.ndarray], settings: FuseSettings = FuseSettings()) -> np.ndarray:
-    """Fuse N >= 2 registered (H,W) float32 [0,1] gray images, in order; returns the raw (H,W)
-    float32 decoder output. ``model``: a DenseFuse (best from :func:`prepare_model`) or a network
-    call such as ``OnnxNetwork``."""
+    """Fuse N >= 2 registered float32 [0,1] images, in order, through the network as they are:
+    (H,W) gray images for a gray network, (H,W,3) RGB ones for an RGB network. Returns the raw
+    float32 decoder output, (H,W) or (H,W,3). ``model``: a DenseFuse (best from
+    :func:`prepare_model`) or a network call such as ``OnnxNetwork``."""
     if len(sources) < 2:
         raise ValueError(f"fusion needs at least 2 images, got {len(sources)}")
     if len({im.shape for im in sources}) > 1:
-        raise ValueError(f"image sizes differ: {', '.join(str(im.shape[::-1]) for im in sources)}")
+        raise ValueError(f"image sizes differ: {', '.join(str(im.shape[1::-1]) for im in sources)}")
     s = settings
     net = network_for(model, s)
-    x = torch.from_numpy(np.stack(sources))[:, None].to(s.device)
-    tile = auto_tile(s.device, sources[0].size, getattr(net, "whole_images", False)) if s.tile == 0 else s.tile
-    out = fuse_tiled(net, x, tile) if tile > 0 else net(x)
-    return out[0, 0].float().cpu().numpy()
+    c = sources[0].shape[2] if sources[0].ndim == 3 else 1
+    if c != getattr(net, "channels", 1):
+        raise ValueError(f"a {getattr(net, 'channels', 1)}-channel network cannot fuse {c}-channel images")
+    stack = np.stack(sources)
+    x = torch.from_numpy(stack[:, None] if c == 1 else np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
+    tile = (auto_tile(s.device, sources[0].shape[0] * sources[0].shape[1], getattr(net, "whole_images", False))
+            if s.tile == 0 else s.tile)
+    out = fuse_tiled(net, x.to(s.device), tile) if tile > 0 else net(x.to(s.device))
+    out = out[0].float().cpu().numpy()
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+def fuse_chroma(chroma: list[np.ndarray]) -> np.ndarray:
+    """Fuse the Cb (or Cr) planes of N colour sources, [0,1] with 0.5 neutral: the weighted mean
+    with weights |C - 0.5|, equal weights where every source is neutral. The rule of exposure and
+    multi-focus fusion since DeepFuse (K. R. Prabhakar et al., ICCV 2017, Eq. 5: |C - 128| on
+    0-255): the most saturated source's colour dominates, and a gray source (0.5) adds none."""
+    c = np.stack(chroma).astype(np.float64)
+    w = np.abs(c - 0.5)
+    total = w.sum(0)
+    mean = c.mean(0)
+    fused = np.divide((w * c).sum(0), total, out=mean, where=total > 0)
+    return fused.astype(np.float32)
 
 
 def fuse_gray(model, ir: np.ndarray, vis: np.ndarray, settings: FuseSettings = FuseSettings()) -> np.ndarray:
@@ -159,20 +180,30 @@ def fuse_gray(model, ir: np.ndarray, vis: np.ndarray, settings: FuseSettings = F
     return fuse_sources(model, [ir, vis], settings)
 
 
-def fuse_images(model, ir: np.ndarray, vis: np.ndarray,
-                settings: FuseSettings = FuseSettings()) -> np.ndarray:
-    """Fuse an IR and a visible image (float32 [0,1], gray (H,W) or colour (H,W,3)) to uint8.
+def fuse_images(model, *sources: np.ndarray, settings: FuseSettings = FuseSettings()) -> np.ndarray:
+    """Fuse N >= 2 images (float32 [0,1], gray (H,W) or colour (H,W,3); IR and visible, or any
+    registered set) to uint8, (H,W) or (H,W,3).
 
-    A colour visible image is fused in YCbCr (BT.601 full range): its Y channel is fused with the
-    IR image and its Cb/Cr are kept, giving a colour result. A colour IR image is reduced to luma.
+    An RGB network fuses RGB directly (gray sources replicated to three channels). A gray network
+    fuses luma and the colour comes from the sources, in YCbCr (BT.601 full range): none colour,
+    a gray output; exactly one colour (the infrared/visible case), its Cb/Cr are kept; two or
+    more, Cb and Cr are fused by :func:`fuse_chroma`.
     """
-    if ir.ndim == 3:
-        ir = rgb_to_gray(ir)
-    if vis.ndim == 2:
-        return to_uint8(postprocess(fuse_gray(model, ir, vis, settings), settings.output_mode))
-    ycc = rgb_to_ycbcr(vis)
-    ycc[..., 0] = postprocess(fuse_gray(model, ir, ycc[..., 0], settings), settings.output_mode)
-    return to_uint8(ycbcr_to_rgb(ycc))
+    mode, colour = settings.output_mode, [im.ndim == 3 for im in sources]
+    if getattr(network_for(model, settings), "channels", 1) == 3:
+        rgb = [im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2) for im in sources]
+        return to_uint8(postprocess(fuse_sources(model, rgb, settings), mode))
+    if not any(colour):
+        return to_uint8(postprocess(fuse_sources(model, list(sources), settings), mode))
+    ycc = [rgb_to_ycbcr(im) if c else None for im, c in zip(sources, colour, strict=True)]
+    luma = [y[..., 0] if y is not None else im for y, im in zip(ycc, sources, strict=True)]
+    out = next(y for y in ycc if y is not None).copy()
+    out[..., 0] = postprocess(fuse_sources(model, luma, settings), mode)
+    if sum(colour) > 1:
+        neutral = np.full(sources[0].shape[:2], 0.5, np.float32)  # a gray source's Cb and Cr
+        for k in (1, 2):
+            out[..., k] = fuse_chroma([y[..., k] if y is not None else neutral for y in ycc])
+    return to_uint8(ycbcr_to_rgb(out))
 
 
 def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
@@ -184,4 +215,4 @@ def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
     read = images or (lambda pair: (load_image(pair.ir), load_image(pair.vis)))
     for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None,
                      disable=None if progress else True):
-        save_image(out_dir / f"{pair.name}.png", fuse_images(model, *read(pair), settings))
+        save_image(out_dir / f"{pair.name}.png", fuse_images(model, *read(pair), settings=settings))

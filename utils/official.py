@@ -278,15 +278,16 @@ def is_official_pytorch(obj: dict) -> bool:
 
 
 def convert_official_pytorch(obj: dict, source: str) -> dict[str, torch.Tensor]:
-    """State dict for :class:`DenseFuse` (inputs [0,1]) from the authors' PyTorch port.
-    Its dense block already concatenates ``[x, new]``; only names and scale change."""
+    """State dict for :class:`DenseFuse` (inputs [0,1]) from the authors' PyTorch port, gray
+    (``densefuse_gray.model``) or RGB (``densefuse_rgb.model``: 3 channels in and out). Its dense
+    block already concatenates ``[x, new]``; only names and scale change."""
     state = {}
     for theirs, ours in PT_LAYERS.items():
         for name in ("weight", "bias"):
             if f"{theirs}.{name}" not in obj:
                 raise WeightsError(f"{source}: official PyTorch model lacks key {theirs}.{name}")
             state[f"{ours}.{name}"] = obj[f"{theirs}.{name}"].float()
-    if state[f"{FIRST}.weight"].shape[1] != 1:
-        raise WeightsError(f"{source}: the RGB model (3-channel) is not supported; "
-                           f"use densefuse_gray.model")
+    if state[f"{FIRST}.weight"].shape[1] not in (1, 3):
+        raise WeightsError(f"{source}: a {state[f'{FIRST}.weight'].shape[1]}-channel model; the official "
+                           f"releases are gray (1) or RGB (3)")
     return _rescale_io(state)

@@ -150,6 +150,7 @@ class OnnxNetwork:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.channels = self.meta["model_args"]["channels"]
         self.halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(self.meta["strategy"], self.meta["l1_radius"] or 0)
 
     @property

@@ -371,7 +371,7 @@ def validate(model, criterion, pairs, device, writer, epoch) -> tuple[float, flo
             tiles.append(np.concatenate([img, y[0, 0].clamp(0, 1).cpu().numpy()], axis=1))
     for i, t in enumerate(tiles):
         writer.add_image(f"reconstruction/{i}", to_uint8(t), epoch, dataformats="HW")
-    fused = fuse_images(model, *pairs[0], FuseSettings("add", output_mode="minmax", device=str(device)))
+    fused = fuse_images(model, *pairs[0], settings=FuseSettings("add", output_mode="minmax", device=str(device)))
     writer.add_image("fused/add_minmax", fused, epoch, dataformats="HW")
     writer.add_scalar("val/psnr", float(np.mean(psnrs)), epoch)
     writer.add_scalar("val/loss", float(np.mean(losses)), epoch)
