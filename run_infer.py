@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png, "
                                 "named after what the two file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")
     p.add_argument("--vis", help="one visible image (with --ir)")
+    p.add_argument("--inputs", nargs="+", metavar="IMAGE",
+                   help="one set of two or more registered images of one size, fused in the order given "
+                        "(multi-focus, multi-exposure, several cameras); --inputs A B = --ir A --vis B")
     p.add_argument("--output_path", default=d.output_path,
                    help="results folder; sets go to <output_path>/<Set>_fusion/ with the default strategy and "
                         "output mode, <Set>_fusion_<strategy>_<output_mode>/ with others")
@@ -91,13 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def single_pair(ir: Path, vis: Path):
-    """Name a lone pair after what its two file names share (``IR7``/``VIS7`` -> ``7``)."""
+def single_pair(ir: Path, vis: Path, *more: Path):
+    """Name a lone pair (or set) after what its file names share (``IR7``/``VIS7`` -> ``7``,
+    ``a`` + ``b`` -> ``a_b``, ``a`` + ``b`` + ``c`` -> ``a_b_c``)."""
     from utils.pairs import FLAT_PATTERN, Pair
     m_ir, m_vis = FLAT_PATTERN.match(ir.stem), FLAT_PATTERN.match(vis.stem)
-    if m_ir and m_vis and m_ir.group(2) == m_vis.group(2):
+    if not more and m_ir and m_vis and m_ir.group(2) == m_vis.group(2):
         return Pair(m_ir.group(2), ir, vis)
-    return Pair(ir.stem if ir.stem == vis.stem else f"{ir.stem}_{vis.stem}", ir, vis)
+    stems = [f.stem for f in (ir, vis, *more)]
+    return Pair(stems[0] if len(set(stems)) == 1 else "_".join(stems), ir, vis, tuple(more))
 
 
 def folder_suffix(args) -> str:
@@ -114,13 +119,22 @@ def collect_jobs(args) -> list[tuple[str, list, Path]]:
     """``(set name, pairs, output folder)`` for everything to fuse; raises on any layout error."""
     from utils.pairs import PairError, find_pairs, find_sets
     out_root = Path(args.output_path)
+    if args.inputs and (args.ir or args.vis):
+        raise InferError("give --inputs A B [C ...] or --ir A --vis B, not both")
+    if args.inputs and len(args.inputs) < 2:
+        raise InferError(f"--inputs needs at least 2 images, got {len(args.inputs)}: {args.inputs[0]}")
+    if args.inputs and len(args.inputs) > 2 and args.eval:
+        raise InferError(f"--eval scores two-source results (the standard metrics are defined for two sources); "
+                         f"--inputs gave {len(args.inputs)}")
     if args.ir or args.vis:
         if not (args.ir and args.vis):
             raise InferError("--ir and --vis must be given together")
-        for f in (args.ir, args.vis):
+        args.inputs = [args.ir, args.vis]
+    if args.inputs:
+        for f in args.inputs:
             if not Path(f).is_file():
                 raise InferError(f"{f}: file not found")
-        return [("pair", [single_pair(Path(args.ir), Path(args.vis))], out_root / "pair")]
+        return [("pair", [single_pair(*map(Path, args.inputs))], out_root / "pair")]
     root = Path(args.test_path)
     if not root.is_dir():
         raise InferError(f"{root}: folder not found (pass --test_path DIR or --ir FILE --vis FILE)")
@@ -160,7 +174,7 @@ class Decoded:
         from utils.images import load_image
         if pair in self.images:
             return self.images.pop(pair)
-        return load_image(pair.ir), load_image(pair.vis)
+        return tuple(load_image(f) for f in pair.sources)
 
     def keep_only(self, pairs: set) -> None:
         """Forget the images of pairs this process will not fuse (another rank's share)."""
@@ -184,19 +198,19 @@ def check_pairs(pairs: list, out_dir: Path, decoded: Decoded) -> tuple[list, lis
     for pair in tqdm(pairs, desc="checking inputs", leave=False, disable=True if len(pairs) < 20 else None):
         found = []
         try:
-            ir, vis = load_image(pair.ir), load_image(pair.vis)
-            if ir.shape[:2] != vis.shape[:2]:
-                found.append(f"{pair.ir} ({ir.shape[1]}x{ir.shape[0]}) and {pair.vis} "
-                             f"({vis.shape[1]}x{vis.shape[0]}): sizes differ")
+            images = tuple(load_image(f) for f in pair.sources)
+            if len({im.shape[:2] for im in images}) > 1:
+                sizes = (f"{f} ({im.shape[1]}x{im.shape[0]})" for f, im in zip(pair.sources, images, strict=True))
+                found.append(" and ".join(sizes) + ": sizes differ")
         except ImageReadError as e:
             found.append(str(e))
         target = output_file(out_dir, pair).resolve()
-        if target in (pair.ir.resolve(), pair.vis.resolve()):
+        if target in {f.resolve() for f in pair.sources}:
             found.append(f"{target}: output would overwrite an input; choose another --output_path")
         problems += found
         if not found:
             good.append(pair)
-            decoded.keep(pair, (ir, vis))
+            decoded.keep(pair, images)
     return good, problems
 
 
@@ -256,13 +270,14 @@ def input_clashes(pairs: list, out_dir: Path) -> list[str]:
     """Outputs that exist and were made from other input files than this run's pair of the same
     name (two data sets both called ``test``, two single pairs both named ``1``)."""
     made_from = (read_record(out_dir) or {}).get("inputs", {})
-    return [f"{output_file(out_dir, p)} was made from {' + '.join(made_from[p.name])}, not from {p.ir} + {p.vis}"
+    return [f"{output_file(out_dir, p)} was made from {' + '.join(made_from[p.name])}, not from "
+            f"{' + '.join(map(str, p.sources))}"
             for p in pairs if p.name in made_from and made_from[p.name] != pair_inputs(p)
             and output_file(out_dir, p).exists()]
 
 
 def pair_inputs(pair) -> list[str]:
-    return [str(pair.ir.resolve()), str(pair.vis.resolve())]
+    return [str(f.resolve()) for f in pair.sources]
 
 
 def check_inputs(args, jobs, decoded: Decoded) -> tuple[list[tuple[str, list, Path]], bool]:
@@ -270,7 +285,7 @@ def check_inputs(args, jobs, decoded: Decoded) -> tuple[list[tuple[str, list, Pa
     with their good pairs only, and whether any input was bad."""
     bad: list[str] = []
     checked = []
-    every_input = {f.resolve() for _, pairs, _ in jobs for p in pairs for f in (p.ir, p.vis)}
+    every_input = {f.resolve() for _, pairs, _ in jobs for p in pairs for f in p.sources}
     for name, pairs, out_dir in jobs:
         good, problems = check_pairs(pairs, out_dir, decoded)
         for p in list(good):  # an output resolving to any input of the run (links, .., folders)
@@ -365,9 +380,11 @@ def onnx_strategy(args) -> dict:
         meta = read_metadata(path)
     except WeightsError as e:
         raise InferError(str(e)) from None
-    if meta["part"] != "fusion" or meta["sources"] != 2:
+    n = len(args.inputs) if args.inputs else 2
+    if meta["part"] != "fusion" or meta["sources"] != n:
         what = f"the {meta['part']} alone" if meta["part"] != "fusion" else f"a {meta['sources']}-source graph"
-        raise InferError(f"{path} holds {what}; run_infer.py fuses pairs with a 2-source fusion graph")
+        raise InferError(f"{path} holds {what}; fusing {n} images needs a {n}-source fusion graph "
+                         f"(export with --sources {n})")
     for flag, ours, theirs in (("--strategy", args.strategy, meta["strategy"]),
                                ("--l1_radius", args.l1_radius, meta["l1_radius"])):
         if ours is not None and theirs is not None and ours != theirs:

@@ -347,3 +347,40 @@ def test_absurd_l1_radius_is_refused(tmp_path, tiny_weights, capsys, flat_set, r
     err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", "--strategy", "l1_norm",
                   "--l1_radius", radius, weights=tiny_weights)
     assert f"--l1_radius must be between 0 and 1000, got {radius}" in err and not (tmp_path / "r").exists()
+
+
+def test_inputs_fuses_two_or_more_registered_images(tmp_path, tiny_weights):
+    """--inputs A B writes what --ir A --vis B writes, byte for byte; --inputs A B C fuses three
+    (the output is fuse_images of the three, named after them, its record lists all three)."""
+    from utils.checkpoint import load_model
+    files = [write_gray(tmp_path / f"{n}.png", 21, 26, k) for k, n in enumerate("abc")]
+    common = ["--weights", str(tiny_weights), "--device", "cpu", "--strategy", "l1_norm", "--output_mode", "clip"]
+    assert run_infer.main(["--ir", str(files[0]), "--vis", str(files[1]), "--output_path", str(tmp_path / "o1"),
+                           *common]) == 0
+    assert run_infer.main(["--inputs", *map(str, files[:2]), "--output_path", str(tmp_path / "o2"), *common]) == 0
+    assert (tmp_path / "o1/pair/a_b.png").read_bytes() == (tmp_path / "o2/pair/a_b.png").read_bytes()
+    assert run_infer.main(["--inputs", *map(str, files), "--output_path", str(tmp_path / "o3"), *common]) == 0
+    got = np.asarray(Image.open(tmp_path / "o3/pair/a_b_c.png"))
+    model = load_model(tiny_weights)[0]
+    want = fuse_images(model, *(load_image(f) for f in files), settings=FuseSettings("l1_norm", output_mode="clip"))
+    assert np.array_equal(got, want)
+    record = json.loads((tmp_path / "o3/pair/fusion_settings.json").read_text())
+    assert record["inputs"]["a_b_c"] == [str(f.resolve()) for f in files]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--inputs", "{a}"], "--inputs needs at least 2 images"),
+    (["--inputs", "{a}", "{b}", "--ir", "{a}", "--vis", "{b}"], "not both"),
+    (["--inputs", "{a}", "{b}", "{c}", "--eval"], "defined for two sources"),
+    (["--inputs", "{a}", "{b}", "{odd}"], "sizes differ"),
+])
+def test_inputs_errors_name_the_problem_and_write_nothing(tmp_path, tiny_weights, capsys, args, message):
+    names = {n: write_gray(tmp_path / f"{n}.png", 21 if n != "odd" else 22, 26, k) for k, n in enumerate("abc")}
+    names["odd"] = write_gray(tmp_path / "odd.png", 22, 26, 9)
+    argv = [a.format(**names) for a in args]
+    assert run_infer.main([*argv, "--weights", str(tiny_weights), "--device", "cpu",
+                           "--output_path", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and not (tmp_path / "out").exists()
+    if message == "sizes differ":
+        assert all(str(names[n]) in err for n in ("a", "b", "odd"))

@@ -27,9 +27,16 @@ class PairError(ValueError):
 
 @dataclass(frozen=True)
 class Pair:
+    """One set of registered sources, named: ``ir`` and ``vis`` (the two of an IR/visible pair, or
+    the first two of any set) and ``more`` sources after them (``run_infer.py --inputs A B C``)."""
     name: str
     ir: Path
     vis: Path
+    more: tuple[Path, ...] = ()
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        return (self.ir, self.vis, *self.more)
 
 
 def natural_key(s: str):
