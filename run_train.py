@@ -27,8 +27,9 @@ def add_data_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--image_path", default=d.image_path,
                    help="folder of training images, searched recursively for "
                         "jpg/jpeg/png/bmp/tif/tiff (the paper: MS-COCO 2014 train)")
-    p.add_argument("--gray", action="store_true", default=d.gray,
-                   help="train on grayscale images: the paper's network and, for now, the only mode")
+    p.add_argument("--gray", action=argparse.BooleanOptionalAction, default=d.gray,
+                   help="train the paper's 1-channel network on grayscale images; --no-gray trains the "
+                        "3-channel (RGB) network on colour images (gray files replicated), same loss")
     p.add_argument("--train_num", type=int, default=d.train_num,
                    help="use at most this many images (first in sorted order); default: all")
     p.add_argument("--image_size", type=int, default=d.image_size,

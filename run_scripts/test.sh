@@ -2,10 +2,12 @@
 # Launch DenseFuse training.
 #   bash run_scripts/test.sh                          # short demo on the bundled sample images
 #   IMAGE_PATH=/data/coco2014/train bash run_scripts/test.sh   # the paper's recipe on your data
+#   GRAY=0 bash run_scripts/test.sh                   # the same with the RGB (3-channel) network
 # Extra arguments are passed to run_train.py, e.g. `bash run_scripts/test.sh --ssim_weight 1000`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+if [ "${GRAY:-1}" = "0" ]; then set -- --no-gray "$@"; fi
 if [ -z "${IMAGE_PATH:-}" ]; then
   echo "*** DEMO: no IMAGE_PATH given, training 2 short epochs on the 8 bundled sample images"
   echo "*** (data_train_sample/). For real training: IMAGE_PATH=/path/to/images bash $0"

@@ -394,3 +394,48 @@ def test_a_run_from_before_run_ids_resumes_again_and_again(images, tmp_path):
     assert run_train.main(["--resume_path", str(last), "--num_epochs", "2"]) == 0
     assert run_train.main(["--resume_path", str(last), "--num_epochs", "3"]) == 0
     assert torch.load(last, weights_only=True)["epoch"] == 3
+
+
+def test_no_gray_trains_and_resumes_the_rgb_network(tmp_path, flat_set):
+    """--no-gray: the 3-channel network on colour images (a gray file replicated), colour images
+    in TensorBoard, a checkpoint that loads as the RGB model, a bit-identical resume."""
+    from PIL import Image
+
+    from tests.conftest import write_rgb
+    from utils.checkpoint import load_model
+    imgs = tmp_path / "rgb"
+    for i in range(4):
+        write_rgb(imgs / f"c{i}.png", 26 + i, 30, i)
+    write_gray(imgs / "g.png", 28, 30, 9)
+    args = ("--no-gray", "--epoch_size", "4", "--lr", "1e-3", "--seed", "2")
+    assert train(imgs, tmp_path / "a", "--num_epochs", "2", *args, "--val_path", str(flat_set)) == 0
+    model = load_model(tmp_path / "a/r/checkpoints/last.pt")[0]
+    assert model.model_args()["channels"] == 3 and sum(p.numel() for p in model.parameters()) == 74_771
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "a/r/logs"), size_guidance={"images": 0}).Reload()
+    import io
+    png = acc.Images("reconstruction/0")[-1].encoded_image_string
+    assert Image.open(io.BytesIO(png)).mode == "RGB"
+    assert train(imgs, tmp_path / "b", "--num_epochs", "1", *args) == 0
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"), "--num_epochs", "2",
+                           "--device", "cpu"]) == 0
+    a, b = weights(tmp_path / "a/r/checkpoints/last.pt"), weights(tmp_path / "b/r/checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_colour_training_images_are_rgb_and_gray_files_replicated(tmp_path):
+    from tests.conftest import write_rgb
+    from utils.data import NaturalImages
+    paths = [write_rgb(tmp_path / "c.png", 40, 50, 0), write_gray(tmp_path / "g.png", 40, 50, 1)]
+    for crop in (False, True):
+        ds = NaturalImages(paths, 32, crop=crop, flip=True, gray=False, zoom=(0.8, 1.25) if crop else (1, 1))
+        c, g = ds[0], ds[1]
+        assert c.shape == g.shape == (3, 32, 32) and not torch.equal(c[0], c[1])
+        assert torch.equal(g[0], g[1]) and torch.equal(g[1], g[2])
+    assert NaturalImages(paths, 32)[0].shape == (1, 32, 32)
+
+
+def test_init_from_a_network_of_the_other_channel_count_is_refused(images, tmp_path, tiny_weights, capsys):
+    assert train(images, tmp_path / "runs", "--no-gray", "--init_from", tiny_weights) == 2
+    assert "1-channel network; this run trains a 3-channel one" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

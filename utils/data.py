@@ -1,4 +1,5 @@
-"""Training data: a folder of natural images, searched recursively, read as gray [0, 1]."""
+"""Training data: a folder of natural images, searched recursively, read as float32 [0, 1], gray
+(the paper's network) or RGB (``run_train.py --no-gray``)."""
 from __future__ import annotations
 
 import os
@@ -41,13 +42,17 @@ def check_readable(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]
 
 
 def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float32 (H, W) image to (h, w) with Pillow (antialiased)."""
+    """Bilinear resize of a float32 (H, W) or (H, W, C) image to (h, w) with Pillow (antialiased),
+    channel by channel (Pillow has no float colour mode)."""
     h, w = size
+    if img.ndim == 3:
+        return np.stack([_resize(np.ascontiguousarray(img[..., c]), size) for c in range(img.shape[2])], -1)
     return np.asarray(Image.fromarray(img, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
 class NaturalImages(Dataset):
-    """Gray training images as (1, S, S) float32 tensors in [0, 1].
+    """Training images as (1, S, S) float32 tensors in [0, 1], or (3, S, S) RGB ones with
+    ``gray=False`` (gray files replicated to three channels).
 
     ``crop=False``: each image is resized to SxS (the paper). ``crop=True``: a random SxS crop
     (images smaller than S are first scaled up so that the short side is S). ``flip``: random
@@ -58,8 +63,9 @@ class NaturalImages(Dataset):
     """
 
     def __init__(self, paths: list[Path], size: int = 256, crop: bool = False,
-                 flip: bool = False, seed: int = 0, zoom: tuple[float, float] = (1.0, 1.0)):
+                 flip: bool = False, seed: int = 0, zoom: tuple[float, float] = (1.0, 1.0), gray: bool = True):
         self.paths, self.size, self.crop, self.flip, self.seed = paths, size, crop, flip, seed
+        self.gray = gray
         self.zoom = (float(zoom[0]), float(zoom[1]))
         self.epoch = 0
 
@@ -70,7 +76,8 @@ class NaturalImages(Dataset):
         return len(self.paths)
 
     def load(self, index: int) -> np.ndarray:
-        return load_image(self.paths[index], gray=True)
+        img = load_image(self.paths[index], gray=self.gray)
+        return img if self.gray or img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -87,11 +94,11 @@ class NaturalImages(Dataset):
             # No draw for a fixed zoom, so runs without --zoom keep their exact crops.
             z = lo if lo == hi else lo + (hi - lo) * rng.random()
             c = max(2, round(s / z))  # source pixels covered by the crop
-            h, w = img.shape
+            h, w = img.shape[:2]
             if min(h, w) < c:
                 scale = c / min(h, w)
                 img = _resize(img, (max(c, round(h * scale)), max(c, round(w * scale))))
-                h, w = img.shape
+                h, w = img.shape[:2]
             y, x = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
             img = img[y:y + c, x:x + c]
             if c != s:
@@ -103,7 +110,8 @@ class NaturalImages(Dataset):
                 img = img[:, ::-1]
             if rng.random() < 0.5:
                 img = img[::-1, :]
-        return torch.from_numpy(np.array(img, dtype=np.float32, copy=True)).unsqueeze(0)
+        chw = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+        return torch.from_numpy(np.array(chw, dtype=np.float32, copy=True))
 
 
 def epoch_order(n: int, epoch_size: int, seed: int, epoch: int) -> list[int]:

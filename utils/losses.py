@@ -14,8 +14,9 @@ class DenseFuseLoss(nn.Module):
     """Pixel MSE (on the 0-255 scale) + ``ssim_weight`` * (1 - SSIM).
 
     SSIM: Wang et al. 2004 via pytorch-msssim, 11x11 Gaussian window (sigma 1.5), K1=0.01,
-    K2=0.03, data range 1, mean over the (valid-convolution) SSIM map and the batch.
-    Inputs (B,1,H,W) in [0,1], H,W >= 11. ``forward`` returns (total, pixel, ssim_loss).
+    K2=0.03, data range 1, mean over the (valid-convolution) SSIM map, the channels (RGB
+    networks) and the batch. Inputs (B,C,H,W) in [0,1], H,W >= 11. ``forward`` returns
+    (total, pixel, ssim_loss).
     """
 
     def __init__(self, ssim_weight: float = 100.0):

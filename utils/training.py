@@ -328,20 +328,28 @@ def initial_weights(cfg: TrainConfig) -> DenseFuse:
         fail(f"{cfg.init_from}: {kind}; --init_from takes this project's weights "
              f"(a run_train.py checkpoint or a shipped/exported file), not the authors' (their imported "
              f"scaling makes Adam diverge at once)")
+    channels, wanted = init.model_args()["channels"], 1 if cfg.gray else 3
+    if channels != wanted:
+        fix = "pass --no-gray" if channels == 3 else "leave out --no-gray"
+        fail(f"{cfg.init_from}: a {channels}-channel network; this run trains a {wanted}-channel one; {fix}")
     return init
 
 
 # ---- validation ---------------------------------------------------------------------------------
 
-def load_validation(val_path: str | None, max_pairs: int = 2):
-    """A few fixed (IR, VIS) gray pairs for validation; [] if the folder is absent."""
+def load_validation(val_path: str | None, max_pairs: int = 2, gray: bool = True):
+    """A few fixed (IR, VIS) pairs for validation, gray or RGB (gray files replicated); [] if the
+    folder is absent."""
     from utils.images import ImageReadError, load_image
     from utils.pairs import PairError, find_pairs
     if not val_path or not Path(val_path).is_dir():
         return []
     try:
         _, pairs = find_pairs(val_path)
-        return [(load_image(p.ir, gray=True), load_image(p.vis, gray=True)) for p in pairs[:max_pairs]]
+        images = [(load_image(p.ir, gray=gray), load_image(p.vis, gray=gray)) for p in pairs[:max_pairs]]
+        if gray:
+            return images
+        return [tuple(im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2) for im in pair) for pair in images]
     except (PairError, ImageReadError) as e:
         print(f"warning: no validation images ({e})", file=sys.stderr)
         return []
@@ -363,16 +371,18 @@ def validate(model, criterion, pairs, device, writer, epoch) -> tuple[float, flo
     losses, psnrs, tiles = [], [], []
     for ir, vis in pairs:
         for img in (ir, vis):
-            x = torch.from_numpy(img)[None, None].to(device)
+            x = torch.from_numpy(img[None] if img.ndim == 2 else img.transpose(2, 0, 1).copy())[None].to(device)
             y = model(x)
             losses.append(float(criterion(y, x)[0]))
             mse = float(torch.mean((to_levels(y) - to_levels(x)) ** 2))
             psnrs.append(10 * math.log10(255.0 ** 2 / max(mse, 1e-12)))
-            tiles.append(np.concatenate([img, y[0, 0].clamp(0, 1).cpu().numpy()], axis=1))
+            out = y[0].clamp(0, 1).cpu().numpy()
+            tiles.append(np.concatenate([img, out[0] if img.ndim == 2 else out.transpose(1, 2, 0)], axis=1))
+    formats = "HW" if tiles[0].ndim == 2 else "HWC"  # colour images in colour
     for i, t in enumerate(tiles):
-        writer.add_image(f"reconstruction/{i}", to_uint8(t), epoch, dataformats="HW")
+        writer.add_image(f"reconstruction/{i}", to_uint8(t), epoch, dataformats=formats)
     fused = fuse_images(model, *pairs[0], settings=FuseSettings("add", output_mode="minmax", device=str(device)))
-    writer.add_image("fused/add_minmax", fused, epoch, dataformats="HW")
+    writer.add_image("fused/add_minmax", fused, epoch, dataformats="HW" if fused.ndim == 2 else "HWC")
     writer.add_scalar("val/psnr", float(np.mean(psnrs)), epoch)
     writer.add_scalar("val/loss", float(np.mean(losses)), epoch)
     model.train()
@@ -417,7 +427,7 @@ class Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         torch.manual_seed(cfg.seed)
         # Channels-last lets oneDNN/cuDNN pick their fastest convolutions (run_scripts/benchmark.py).
-        self.model = DenseFuse().to(device).to(memory_format=torch.channels_last)
+        self.model = DenseFuse(channels=1 if cfg.gray else 3).to(device).to(memory_format=torch.channels_last)
         if init is None and resume is None and cfg.pixel_range != 1:
             with torch.no_grad():  # default initial biases, in 0..R units (see build_optimizer)
                 for name, param in self.model.named_parameters():
@@ -439,11 +449,11 @@ class Trainer:
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.dataset = NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed, tuple(cfg.zoom))
+        self.dataset = NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed, tuple(cfg.zoom), cfg.gray)
         self.epoch_size = cfg.epoch_size or len(paths)
         self.steps_per_epoch = math.ceil(self.epoch_size / cfg.batch_size)
         self.micro = cfg.micro_batch or default_micro_batch(device, cfg.batch_size // ctx.world)
-        self.val_pairs = load_validation(cfg.val_path) if ctx.main else []
+        self.val_pairs = load_validation(cfg.val_path, gray=cfg.gray) if ctx.main else []
         self.writer = SummaryWriter(str(run_dir / "logs")) if ctx.main else NullWriter()
         self.config = asdict(cfg)
 
