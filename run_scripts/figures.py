@@ -1,6 +1,8 @@
 """Pictures for the README: IR | visible | fused for a few pairs.
 
     python -m run_scripts.figures                       # shipped weights -> docs/examples.png
+    python -m run_scripts.figures --pairs Lytro:lytro-1 Lytro:lytro-3 --strategy l1_norm --output_mode clip \
+        --labels "near focus (A)" "far focus (B)" --out docs/multifocus.png
 
 Uses the default settings of run_infer.py (add, minmax) and keeps colour where the visible
 image has it.
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from configs import ROOT, SHIPPED_WEIGHTS, TEST_DATA
+from configs import OUTPUT_MODES, ROOT, SHIPPED_WEIGHTS, STRATEGY_NAMES, TEST_DATA
 from utils.cli import DefaultsFormatter
 
 if TYPE_CHECKING:
@@ -56,6 +58,10 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", nargs="+", default=["Tno:1", "Tno:7", "Tno:15", "Road:FLIR_05857"],
                    help="SET:PAIR names under data_test/")
     p.add_argument("--out", default=str(ROOT / "docs" / "examples.png"), help="PNG to write")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="add", help="fusion strategy")
+    p.add_argument("--output_mode", choices=OUTPUT_MODES, default="minmax", help="8-bit conversion")
+    p.add_argument("--labels", nargs=2, default=["infrared", "visible"], metavar=("FIRST", "SECOND"),
+                   help="column titles of the two sources")
     args = p.parse_args(argv)
     import numpy as np
     from PIL import Image
@@ -74,10 +80,10 @@ def main(argv=None) -> int:
         set_name, name = spec.split(":", 1)
         pair = {p.name: p for p in find_pairs(TEST_DATA / set_name)[1]}[name]
         ir, vis = load_image(pair.ir), load_image(pair.vis)
-        fused = fuse_images(model, ir, vis, settings=FuseSettings("add", output_mode="minmax"))
+        fused = fuse_images(model, ir, vis, settings=FuseSettings(args.strategy, output_mode=args.output_mode))
         as8 = [np.asarray(Image.open(f).convert("RGB")) for f in (pair.ir, pair.vis)]
         rows.append([*as8, fused])
-    montage(rows, ["infrared", "visible", "DenseFuse (add, minmax)"], Path(args.out))
+    montage(rows, [*args.labels, f"DenseFuse ({args.strategy}, {args.output_mode})"], Path(args.out))
     print(args.out)
     return 0
 

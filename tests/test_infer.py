@@ -384,3 +384,17 @@ def test_inputs_errors_name_the_problem_and_write_nothing(tmp_path, tiny_weights
     assert message in err and not (tmp_path / "out").exists()
     if message == "sizes differ":
         assert all(str(names[n]) in err for n in ("a", "b", "odd"))
+
+
+def test_multi_focus_colour_pair_gives_a_colour_result(tmp_path, capsys):
+    """data_test/Lytro: both sources colour, so the output is colour (chroma fused, not dropped)."""
+    from tests.conftest import ROOT
+    for part in ("A", "B"):
+        shutil.copy(ROOT / "data_test/Lytro" / f"lytro-3-{part}.jpg", tmp_path / f"lytro-3-{part}.jpg")
+    assert run_infer.main(["--test_path", str(tmp_path), "--output_path", str(tmp_path / "out"), "--device", "cpu",
+                           "--strategy", "l1_norm", "--output_mode", "clip"]) == 0
+    assert "<name>-A + <name>-B (multi-focus)" in capsys.readouterr().out
+    fused = Image.open(tmp_path / "out" / f"{tmp_path.name}_fusion_l1_norm_clip" / "lytro-3.png")
+    assert fused.mode == "RGB" and fused.size == (520, 520)
+    rgb = np.asarray(fused).astype(int)
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).mean() > 5  # really coloured, not gray in an RGB file

@@ -48,3 +48,16 @@ def test_missing_and_empty(tmp_path):
 def test_find_sets_skips_other_folders(tmp_path, flat_set):
     (tmp_path / "unrelated").mkdir()
     assert [folder for folder, _, _ in find_sets(tmp_path)] == [flat_set]
+
+
+def test_lytro_multi_focus_naming_is_a_two_source_layout(tmp_path):
+    from tests.conftest import write_rgb
+    for name in ("lytro-2", "lytro-10"):
+        for part in ("A", "b"):
+            write_rgb(tmp_path / f"{name}-{part}.jpg", 12, 14, 1)
+    layout, pairs = find_pairs(tmp_path)
+    assert layout.startswith("<name>-A + <name>-B") and [p.name for p in pairs] == ["lytro-2", "lytro-10"]
+    assert pairs[0].ir.name == "lytro-2-A.jpg" and pairs[0].vis.name == "lytro-2-b.jpg"
+    (tmp_path / "lytro-10-b.jpg").unlink()
+    with pytest.raises(PairError, match=r"lytro-10-A\.jpg: no -B partner"):
+        find_pairs(tmp_path)

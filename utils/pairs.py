@@ -4,6 +4,8 @@
 - ``INF_images/`` + ``VIS_images/``: same stem = same pair (the TNO folders of several toolboxes)
 - one folder of ``IR<k>.*`` + ``VIS<k>.*``: same k = same pair, named k (DenseFuse's TNO set);
   one separator after the prefix is ignored (``IR_1``, ``IR-1``, ``IR 1`` and ``IR1`` are pair 1)
+- one folder of ``<name>-A.*`` + ``<name>-B.*``: the Lytro multi-focus naming (A near focus, B far
+  focus), named ``<name>``; ``ir`` is A and ``vis`` is B (two sources, in that order)
 Folder and prefix names are matched case-insensitively. Pairs are sorted naturally (2 before 10).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ SUBFOLDER_LAYOUTS = [
     ("INF_images/ + VIS_images/", ("inf_images",), ("vis_images",)),
 ]
 FLAT_PATTERN = re.compile(r"^(ir|vis)[_\-\s]?(.+)$", re.IGNORECASE)
+LYTRO_PATTERN = re.compile(r"^(.+)-([ab])$", re.IGNORECASE)
 
 
 class PairError(ValueError):
@@ -54,9 +57,10 @@ def _subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _match(ir_files: dict[str, Path], vis_files: dict[str, Path], folder: Path) -> list[Pair]:
-    problems = [f"{p}: no visible partner" for k, p in sorted(ir_files.items()) if k not in vis_files]
-    problems += [f"{p}: no infrared partner" for k, p in sorted(vis_files.items()) if k not in ir_files]
+def _match(ir_files: dict[str, Path], vis_files: dict[str, Path], folder: Path,
+           partners: tuple[str, str] = ("visible", "infrared")) -> list[Pair]:
+    problems = [f"{p}: no {partners[0]} partner" for k, p in sorted(ir_files.items()) if k not in vis_files]
+    problems += [f"{p}: no {partners[1]} partner" for k, p in sorted(vis_files.items()) if k not in ir_files]
     if problems:
         raise PairError(f"{folder}: {len(problems)} unpaired file(s):\n  " + "\n  ".join(problems))
     keys = sorted(ir_files, key=natural_key)
@@ -104,8 +108,23 @@ def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
             target[m.group(2)] = p
     if ir_files or vis_files:
         return "IR<k> + VIS<k>", _match(ir_files, vis_files, folder)
+    a_files, b_files = _lytro(folder)
+    if a_files or b_files:
+        return "<name>-A + <name>-B (multi-focus)", _match(a_files, b_files, folder, ("-B", "-A"))
     raise PairError(f"{folder}: no IR/visible pairs found (expected ir/ + vi/, INF_images/ + "
-                    f"VIS_images/, or files IR<k>.* + VIS<k>.*)")
+                    f"VIS_images/, or files IR<k>.* + VIS<k>.* or <name>-A.* + <name>-B.*)")
+
+
+def _lytro(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``<name>-A`` and ``<name>-B`` files of ``folder``, by name."""
+    found: tuple[dict[str, Path], dict[str, Path]] = ({}, {})
+    for p in _images(folder):
+        if m := LYTRO_PATTERN.match(p.stem):
+            target = found[m.group(2).lower() == "b"]
+            if m.group(1) in target:
+                raise PairError(f"{folder}: two files for the same pair: {target[m.group(1)].name}, {p.name}")
+            target[m.group(1)] = p
+    return found
 
 
 def find_sets(root: str | Path) -> list[tuple[Path, str, list[Pair]]]:
