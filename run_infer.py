@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png, "
                                 "named after what the two file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")
     p.add_argument("--vis", help="one visible image (with --ir)")
+    p.add_argument("--sources", nargs="+", metavar="DIR",
+                   help="two or more folders of registered images matched by file name, fused in the folders' "
+                        "order (multi-exposure: under/ over/; or ir/ vi/); written to <output_path>/sources_fusion/")
     p.add_argument("--inputs", nargs="+", metavar="IMAGE",
                    help="one set of two or more registered images of one size, fused in the order given "
                         "(multi-focus, multi-exposure, several cameras); --inputs A B = --ir A --vis B")
@@ -119,8 +122,10 @@ def collect_jobs(args) -> list[tuple[str, list, Path]]:
     """``(set name, pairs, output folder)`` for everything to fuse; raises on any layout error."""
     from utils.pairs import PairError, find_pairs, find_sets
     out_root = Path(args.output_path)
-    if args.inputs and (args.ir or args.vis):
-        raise InferError("give --inputs A B [C ...] or --ir A --vis B, not both")
+    if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources))) > 1:
+        raise InferError("give one of --inputs A B [C ...], --ir A --vis B and --sources DIR DIR [...], not several")
+    if args.sources:
+        return [sources_job(args, out_root)]
     if args.inputs and len(args.inputs) < 2:
         raise InferError(f"--inputs needs at least 2 images, got {len(args.inputs)}: {args.inputs[0]}")
     if args.inputs and len(args.inputs) > 2 and args.eval:
@@ -157,6 +162,24 @@ def collect_jobs(args) -> list[tuple[str, list, Path]]:
         print(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}")
         jobs.append((s.name, pairs, out_root / f"{s.name}{suffix}"))
     return jobs
+
+
+def sources_job(args, out_root: Path) -> tuple[str, list, Path]:
+    """--sources DIR DIR [...]: the sets matched by name across the folders."""
+    from utils.pairs import PairError, sets_from_folders
+    if len(args.sources) < 2:
+        raise InferError(f"--sources needs at least 2 folders, got {len(args.sources)}: {args.sources[0]}")
+    if len(args.sources) > 2 and args.eval:
+        raise InferError(f"--eval scores two-source results (the standard metrics are defined for two sources); "
+                         f"--sources gave {len(args.sources)}")
+    try:
+        sets = sets_from_folders([Path(d) for d in args.sources])
+    except PairError as e:
+        raise InferError(str(e)) from None
+    if not sets:
+        raise InferError(f"no images in {', '.join(args.sources)}")
+    print(f"{' + '.join(args.sources)}: {len(sets)} {plural(len(sets), 'set')} of {len(args.sources)} sources")
+    return "sources", sets, out_root / f"sources{folder_suffix(args)}"
 
 
 def plural(n: int, word: str) -> str:
@@ -380,7 +403,7 @@ def onnx_strategy(args) -> dict:
         meta = read_metadata(path)
     except WeightsError as e:
         raise InferError(str(e)) from None
-    n = len(args.inputs) if args.inputs else 2
+    n = len(args.inputs or args.sources or [1, 2])
     if meta["part"] != "fusion" or meta["sources"] != n:
         what = f"the {meta['part']} alone" if meta["part"] != "fusion" else f"a {meta['sources']}-source graph"
         raise InferError(f"{path} holds {what}; fusing {n} images needs a {n}-source fusion graph "

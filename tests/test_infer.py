@@ -370,7 +370,7 @@ def test_inputs_fuses_two_or_more_registered_images(tmp_path, tiny_weights):
 
 @pytest.mark.parametrize("args,message", [
     (["--inputs", "{a}"], "--inputs needs at least 2 images"),
-    (["--inputs", "{a}", "{b}", "--ir", "{a}", "--vis", "{b}"], "not both"),
+    (["--inputs", "{a}", "{b}", "--ir", "{a}", "--vis", "{b}"], "not several"),
     (["--inputs", "{a}", "{b}", "{c}", "--eval"], "defined for two sources"),
     (["--inputs", "{a}", "{b}", "{odd}"], "sizes differ"),
 ])
@@ -398,3 +398,20 @@ def test_multi_focus_colour_pair_gives_a_colour_result(tmp_path, capsys):
     assert fused.mode == "RGB" and fused.size == (520, 520)
     rgb = np.asarray(fused).astype(int)
     assert np.abs(rgb[..., 0] - rgb[..., 2]).mean() > 5  # really coloured, not gray in an RGB file
+
+
+def test_sources_folders_fuse_sets_matched_by_name(tmp_path, tiny_weights, capsys):
+    """--sources A/ B/ C/: one set per file name, in the folders' order, each fused like --inputs."""
+    dirs = [tmp_path / d for d in ("under", "over", "mid")]
+    for k, d in enumerate(dirs):
+        for n in ("s1", "s2"):
+            write_gray(d / f"{n}.png", 18, 22, 10 * k + int(n[1]))
+    common = ["--weights", str(tiny_weights), "--device", "cpu"]
+    assert run_infer.main(["--sources", *map(str, dirs), "--output_path", str(tmp_path / "o"), *common]) == 0
+    assert "2 sets of 3 sources" in capsys.readouterr().out
+    assert run_infer.main(["--inputs", *(str(d / "s2.png") for d in dirs), "--output_path", str(tmp_path / "p"),
+                           *common]) == 0
+    assert (tmp_path / "o/sources_fusion/s2.png").read_bytes() == (tmp_path / "p/pair/s2.png").read_bytes()
+    (dirs[2] / "s1.png").unlink()
+    assert run_infer.main(["--sources", *map(str, dirs), "--output_path", str(tmp_path / "q"), *common]) == 2
+    assert f"{dirs[2] / 's1'}.*: missing" in capsys.readouterr().err and not (tmp_path / "q").exists()

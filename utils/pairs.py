@@ -84,6 +84,25 @@ def pairs_from_folders(ir_dir: Path, vis_dir: Path) -> list[Pair]:
     return _match(_by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir), ir_dir.parent)
 
 
+def sets_from_folders(folders: list[Path]) -> list[Pair]:
+    """Sets of N >= 2 sources from N folders, matched by file name (stem), in the folders' order:
+    ``--sources under/ over/ mid/`` (multi-exposure) or ``--sources ir/ vi/``. Every file without
+    a partner in every other folder is listed in one PairError."""
+    for d in folders:
+        if not d.is_dir():
+            raise PairError(f"{d}: folder not found")
+    by_folder = [_by_stem(_images(d), d) for d in folders]
+    names = sorted(set().union(*by_folder), key=natural_key)
+    problems = []
+    for n in names:
+        where = [d for d, files in zip(folders, by_folder, strict=True) if n in files]
+        problems += [f"{d / n}.*: missing (present in {', '.join(map(str, where))})" for d in folders if d not in where]
+    if problems:
+        raise PairError(f"{len(problems)} file(s) without a partner in every folder:\n  " + "\n  ".join(problems))
+    return [Pair(n, *(files[n] for files in by_folder[:2]), tuple(files[n] for files in by_folder[2:]))
+            for n in names]
+
+
 def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
     """``(layout description, pairs)`` for ``folder``; raises :class:`PairError` if the folder is
     missing, has no recognised layout or has files without a partner (all of them listed)."""
