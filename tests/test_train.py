@@ -439,3 +439,19 @@ def test_init_from_a_network_of_the_other_channel_count_is_refused(images, tmp_p
     assert train(images, tmp_path / "runs", "--no-gray", "--init_from", tiny_weights) == 2
     assert "1-channel network; this run trains a 3-channel one" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("gray", [pytest.param("1", marks=pytest.mark.slow), "0"])
+def test_training_launcher_demo_in_both_modes(tmp_path, gray):
+    """bash run_scripts/test.sh (the demo on data_train_sample/), GRAY=0 for the RGB network; later
+    flags override the demo's, to keep it to seconds here."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+    out = subprocess.run(["bash", str(ROOT / "run_scripts/test.sh"), "--image_size", "32", "--epoch_size", "4",
+                          "--num_epochs", "1", "--output_dir", str(tmp_path), "--val_path", "", "--device", "cpu"],
+                         env={**os.environ, "GRAY": gray}, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "DEMO" in out.stdout, out.stderr
+    (ckpt,) = tmp_path.glob("demo_*/checkpoints/last.pt")
+    assert torch.load(ckpt, weights_only=True)["model_args"]["channels"] == (1 if gray == "1" else 3)
