@@ -230,6 +230,9 @@ def check_pairs(pairs: list, out_dir: Path, decoded: Decoded) -> tuple[list, lis
         target = output_file(out_dir, pair).resolve()
         if target in {f.resolve() for f in pair.sources}:
             found.append(f"{target}: output would overwrite an input; choose another --output_path")
+        elif target.is_dir() or (target.exists() and not target.is_file()):
+            found.append(f"{target}: the output's name is taken by a folder (or another non-file); "
+                         f"move it or choose another --output_path")
         problems += found
         if not found:
             good.append(pair)
@@ -491,7 +494,7 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
     """Fuse every set: rank 0 writes its record first, then each rank fuses its share of the pairs."""
     from utils import distributed as D
     from utils.devices import keep_freed_memory
-    from utils.fusion import fuse_pairs, prepare_model
+    from utils.fusion import FusionError, fuse_pairs, prepare_model
     keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
     if args.backend == "torch":
         model = prepare_model(model, settings.device)
@@ -516,6 +519,8 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
     except KeyboardInterrupt:
         raise InferError(f"interrupted; the sets before this one are complete ({written} pairs), every image "
                          f"written is complete, and fusion_settings.json labels them") from None
+    except FusionError as e:
+        raise InferError(f"{e}; {what}. The images written before it are complete") from None
 
 
 def score_set(name: str, pairs: list, out_dir: Path) -> None:

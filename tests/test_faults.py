@@ -294,3 +294,42 @@ def test_no_progress_bars_in_redirected_output(tmp_path, tiny_weights, flat_set,
     train = capsys.readouterr()
     assert "\r" not in train.out + train.err and "it/s" not in train.err
     assert "epoch 1: mean loss" in train.out
+
+
+@pytest.mark.parametrize("damage,message", [("huge", "not finite"), ("zero", "constant")])
+def test_weights_that_overflow_stop_with_an_error_naming_them(tmp_path, flat_set, capsys, damage, message):
+    """Non-finite or constant decoder output (for images that are not constant) is an error naming
+    the pair and the weights, never an all-black image with exit 0."""
+    from models.densefuse import DenseFuse
+    torch.manual_seed(0)
+    state = DenseFuse().state_dict()
+    for k in state:
+        if damage == "zero" and k.endswith("weight"):
+            state[k].zero_()
+        if damage == "huge" and k.endswith("weight"):  # finite weights whose activations overflow float32
+            state[k] *= 1e10
+    bad = tmp_path / "bad.pth"
+    torch.save(state, bad)
+    assert run_infer.main(["--test_path", str(flat_set), "--weights", str(bad), "--output_path",
+                           str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "pair 1" in err and str(bad) in err
+    assert not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_meta_device_is_one_line(tmp_path, flat_set, images, capsys):
+    assert run_infer.main(["--test_path", str(flat_set), "--output_path", str(tmp_path / "o"), "--device", "meta"]) == 2
+    assert run_train.main([*train_args(images, tmp_path / "runs"), "--device", "meta"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("--device meta: not a device this project computes on") == 2 and "Traceback" not in err
+
+
+def test_an_output_name_taken_by_a_folder_is_reported_before_anything_is_written(tmp_path, flat_set, tiny_weights,
+                                                                                  capsys):
+    out = tmp_path / "out" / "Flat_fusion"
+    (out / "2.png").mkdir(parents=True)
+    argv = ["--test_path", str(flat_set), "--output_path", str(tmp_path / "out"), "--weights", str(tiny_weights),
+            "--device", "cpu"]
+    assert run_infer.main([*argv, "--overwrite"]) == 2
+    assert "2.png: the output's name is taken by a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["2.png"]

@@ -27,6 +27,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # meta, xla, ...: nothing here computes there
+        raise ValueError(f"--device {name}: not a device this project computes on; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name} requested but CUDA is not available; use --device cpu")

@@ -157,7 +157,23 @@ def fuse_sources(model, sources: list[np.ndarray], settings: FuseSettings = Fuse
             if s.tile == 0 else s.tile)
     out = fuse_tiled(net, x.to(s.device), tile) if tile > 0 else net(x.to(s.device))
     out = out[0].float().cpu().numpy()
+    check_output(out, sources)
     return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+class FusionError(ValueError):
+    """The network gave an output no image can be made of (the weights overflow)."""
+
+
+def check_output(out: np.ndarray, sources: list[np.ndarray]) -> None:
+    """Refuse a decoder output that is not finite, or constant for sources that are not: weights
+    that overflow would otherwise give an all-black (or all-white) image and exit 0."""
+    if not np.isfinite(out).all():
+        raise FusionError(f"the network's output is not finite ({int((~np.isfinite(out)).sum())} NaN/inf values): "
+                          f"the weights overflow")
+    if out.min() == out.max() and any(im.min() != im.max() for im in sources):
+        raise FusionError(f"the network's output is constant ({float(out.min()):g}) for images that are not: "
+                          f"the weights are broken or overflow")
 
 
 def fuse_chroma(chroma: list[np.ndarray]) -> np.ndarray:
@@ -215,4 +231,8 @@ def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
     read = images or (lambda pair: (load_image(pair.ir), load_image(pair.vis)))
     for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None,
                      disable=None if progress else True):
-        save_image(out_dir / f"{pair.name}.png", fuse_images(model, *read(pair), settings=settings))
+        try:
+            fused = fuse_images(model, *read(pair), settings=settings)
+        except FusionError as e:
+            raise FusionError(f"pair {pair.name} ({' + '.join(map(str, pair.sources))}): {e}") from None
+        save_image(out_dir / f"{pair.name}.png", fused)
