@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", nargs="+", metavar="DIR",
                    help="two or more folders of registered images matched by file name, fused in the folders' "
                         "order (multi-exposure: under/ over/; or ir/ vi/); written to <output_path>/sources_fusion/")
+    p.add_argument("--scenes", metavar="DIR",
+                   help="a folder with one sub-folder per scene holding its 2+ images (multi-exposure), fused "
+                        "in file-name order; written to <output_path>/<DIR name>_fusion/<scene>.png")
     p.add_argument("--inputs", nargs="+", metavar="IMAGE",
                    help="one set of two or more registered images of one size, fused in the order given "
                         "(multi-focus, multi-exposure, several cameras); --inputs A B = --ir A --vis B")
@@ -122,10 +125,13 @@ def collect_jobs(args) -> list[tuple[str, list, Path]]:
     """``(set name, pairs, output folder)`` for everything to fuse; raises on any layout error."""
     from utils.pairs import PairError, find_pairs, find_sets
     out_root = Path(args.output_path)
-    if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources))) > 1:
-        raise InferError("give one of --inputs A B [C ...], --ir A --vis B and --sources DIR DIR [...], not several")
+    if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources, args.scenes))) > 1:
+        raise InferError("give one of --inputs A B [C ...], --ir A --vis B, --sources DIR DIR [...] and --scenes DIR, "
+                         "not several")
     if args.sources:
         return [sources_job(args, out_root)]
+    if args.scenes:
+        return [scenes_job(args, out_root)]
     if args.inputs and len(args.inputs) < 2:
         raise InferError(f"--inputs needs at least 2 images, got {len(args.inputs)}: {args.inputs[0]}")
     if args.inputs and len(args.inputs) > 2 and args.eval:
@@ -180,6 +186,25 @@ def sources_job(args, out_root: Path) -> tuple[str, list, Path]:
         raise InferError(f"no images in {', '.join(args.sources)}")
     print(f"{' + '.join(args.sources)}: {len(sets)} {plural(len(sets), 'set')} of {len(args.sources)} sources")
     return "sources", sets, out_root / f"sources{folder_suffix(args)}"
+
+
+def scenes_job(args, out_root: Path) -> tuple[str, list, Path]:
+    """--scenes DIR: one set per scene folder."""
+    from utils.pairs import PairError, scenes
+    root = Path(args.scenes)
+    try:
+        sets = scenes(root)
+    except PairError as e:
+        raise InferError(str(e)) from None
+    counts = sorted({len(s.sources) for s in sets})
+    if args.eval and counts[-1] > 2:
+        raise InferError(f"--eval scores two-source results (the standard metrics are defined for two sources); "
+                         f"{root} has scenes of {counts[-1]} images")
+    if args.backend == "onnxruntime" and counts != [args.onnx_sources]:
+        raise InferError(f"{args.weights} fuses {args.onnx_sources} images; {root} has scenes of "
+                         f"{'/'.join(map(str, counts))} (export one graph per count with --sources N)")
+    print(f"{root}: {len(sets)} {plural(len(sets), 'scene')} of {'/'.join(map(str, counts))} images")
+    return root.name, sets, out_root / f"{root.name}{folder_suffix(args)}"
 
 
 def plural(n: int, word: str) -> str:
@@ -406,7 +431,8 @@ def onnx_strategy(args) -> dict:
         meta = read_metadata(path)
     except WeightsError as e:
         raise InferError(str(e)) from None
-    n = len(args.inputs or args.sources or [1, 2])
+    n = meta["sources"] if args.scenes else len(args.inputs or args.sources or [1, 2])  # scenes: checked per scene
+    args.onnx_sources = meta["sources"]
     if meta["part"] != "fusion" or meta["sources"] != n:
         what = f"the {meta['part']} alone" if meta["part"] != "fusion" else f"a {meta['sources']}-source graph"
         raise InferError(f"{path} holds {what}; fusing {n} images needs a {n}-source fusion graph "

@@ -415,3 +415,20 @@ def test_sources_folders_fuse_sets_matched_by_name(tmp_path, tiny_weights, capsy
     (dirs[2] / "s1.png").unlink()
     assert run_infer.main(["--sources", *map(str, dirs), "--output_path", str(tmp_path / "q"), *common]) == 2
     assert f"{dirs[2] / 's1'}.*: missing" in capsys.readouterr().err and not (tmp_path / "q").exists()
+
+
+def test_scene_folders_fuse_each_scene_s_images(tmp_path, tiny_weights, capsys):
+    """--scenes DIR: one set per sub-folder, its images in file-name order (2 or more each)."""
+    root = tmp_path / "mef"
+    for scene, n in (("s1", 3), ("s2", 2)):
+        for k in range(n):
+            write_gray(root / scene / f"ev{k}.png", 17, 19, 10 * k + len(scene))
+    common = ["--weights", str(tiny_weights), "--device", "cpu"]
+    assert run_infer.main(["--scenes", str(root), "--output_path", str(tmp_path / "o"), *common]) == 0
+    assert "2 scenes of 2/3 images" in capsys.readouterr().out
+    assert run_infer.main(["--inputs", *(str(root / "s1" / f"ev{k}.png") for k in range(3)),
+                           "--output_path", str(tmp_path / "p"), *common]) == 0
+    assert (tmp_path / "o/mef_fusion/s1.png").read_bytes() == (tmp_path / "p/pair/ev0_ev1_ev2.png").read_bytes()
+    (root / "s2" / "ev1.png").unlink()
+    assert run_infer.main(["--scenes", str(root), "--output_path", str(tmp_path / "q"), *common]) == 2
+    assert "s2: 1 image(s); a scene needs at least 2" in capsys.readouterr().err

@@ -103,6 +103,26 @@ def sets_from_folders(folders: list[Path]) -> list[Pair]:
             for n in names]
 
 
+def scenes(root: Path) -> list[Pair]:
+    """One set per sub-folder of ``root`` (the multi-exposure convention: a folder per scene with
+    its N >= 2 images), named after the folder, its images in natural order of file name."""
+    if not root.is_dir():
+        raise PairError(f"{root}: folder not found")
+    out, problems = [], []
+    for d in sorted((c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")),
+                    key=lambda c: natural_key(c.name)):
+        files = sorted(_images(d), key=lambda p: natural_key(p.name))
+        if len(files) < 2:
+            problems.append(f"{d}: {len(files)} image(s); a scene needs at least 2")
+        else:
+            out.append(Pair(d.name, files[0], files[1], tuple(files[2:])))
+    if problems:
+        raise PairError(f"{root}: {len(problems)} scene folder(s) cannot be fused:\n  " + "\n  ".join(problems))
+    if not out:
+        raise PairError(f"{root}: no scene folders (expected one sub-folder per scene holding its images)")
+    return out
+
+
 def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
     """``(layout description, pairs)`` for ``folder``; raises :class:`PairError` if the folder is
     missing, has no recognised layout or has files without a partner (all of them listed)."""
