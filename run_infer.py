@@ -41,7 +41,7 @@ MIN_TILE = 32
 def build_parser() -> argparse.ArgumentParser:
     d = FuseConfig()
     p = argparse.ArgumentParser(
-        description="Fuse infrared and visible image pairs with DenseFuse.",
+        description="Fuse infrared and visible image pairs, or any registered sets of 2+ images, with DenseFuse.",
         epilog="Several GPUs or machines: torchrun --nproc_per_node N run_infer.py ... shares the pairs "
                "among N processes (one GPU each); the files are those of one process. See docs/distributed.md.",
         formatter_class=DefaultsFormatter)
