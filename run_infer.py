@@ -241,14 +241,15 @@ def check_pairs(pairs: list, out_dir: Path, decoded: Decoded) -> tuple[list, lis
     that would overwrite an input."""
     from tqdm import tqdm
 
-    from utils.images import ImageReadError, load_image
+    from utils.images import ImageReadError, exif_rotated
     good, problems = [], []
     for pair in tqdm(pairs, desc="checking inputs", leave=False, disable=True if len(pairs) < 20 else None):
         found = []
         try:
-            images = tuple(load_image(f) for f in pair.sources)
+            images = read_sources(pair)
             if len({im.shape[:2] for im in images}) > 1:
-                sizes = (f"{f} ({im.shape[1]}x{im.shape[0]})" for f, im in zip(pair.sources, images, strict=True))
+                sizes = (f"{f} ({im.shape[1]}x{im.shape[0]}{', after its EXIF rotation' if exif_rotated(f) else ''})"
+                         for f, im in zip(pair.sources, images, strict=True))
                 found.append(" and ".join(sizes) + ": sizes differ")
         except ImageReadError as e:
             found.append(str(e))
@@ -263,6 +264,21 @@ def check_pairs(pairs: list, out_dir: Path, decoded: Decoded) -> tuple[list, lis
             good.append(pair)
             decoded.keep(pair, images)
     return good, problems
+
+
+def read_sources(pair) -> tuple:
+    """Every source of ``pair`` decoded; what the reader warns about (a multi-frame file) is
+    printed as one ``warning:`` line each, by the main process."""
+    import warnings
+
+    from utils.distributed import main_process
+    from utils.images import ImageWarning, load_image
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        images = tuple(load_image(f) for f in pair.sources)
+    for w in caught if main_process() else ():  # ImageWarning and anything else the decoders said
+        print(f"warning: {w.message}", file=sys.stderr)
+    return images
 
 
 def output_file(out_dir: Path, pair) -> Path:

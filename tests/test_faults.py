@@ -1,6 +1,7 @@
 """Fault injection: real signals to real subprocesses, hostile files, random inputs."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -333,3 +334,47 @@ def test_an_output_name_taken_by_a_folder_is_reported_before_anything_is_written
     assert run_infer.main([*argv, "--overwrite"]) == 2
     assert "2.png: the output's name is taken by a folder" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["2.png"]
+
+
+def test_entries_named_like_images_are_reported_as_what_they_are(tmp_path, flat_set, tiny_weights, capsys):
+    """A dangling link, a FIFO and a folder named like images are each named for what they are."""
+    data = tmp_path / "set"
+    shutil.copytree(flat_set, data)
+    (data / "IR2.png").unlink()
+    (data / "IR2.png").symlink_to(tmp_path / "gone.png")
+    (data / "VIS1.png").unlink()
+    os.mkfifo(data / "VIS1.png")
+    (data / "IR3.png").unlink()
+    (data / "IR3.png").mkdir()
+    assert run_infer.main(["--test_path", str(data), "--output_path", str(tmp_path / "out"),
+                           "--weights", str(tiny_weights), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "IR2.png: a dangling link" in err and "VIS1.png: not a regular file (a FIFO" in err
+    assert "IR3.png: is a folder" in err and not (tmp_path / "out").exists()
+
+
+def test_both_spellings_of_a_layout_folder_are_an_error_naming_both(tmp_path):
+    for d in ("ir", "IR", "vi"):
+        write_gray(tmp_path / d / "a.png", 8, 8, 0)
+    with pytest.raises(PairError, match=r"both IR/ and ir/ are present"):
+        find_pairs(tmp_path)
+
+
+def test_multi_frame_images_say_the_first_frame_is_used(tmp_path, tiny_weights, capsys):
+    frames = [Image.fromarray(np.full((12, 14), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(tmp_path / "IR1.tif", save_all=True, append_images=frames[1:])  # a multi-page TIFF
+    write_gray(tmp_path / "VIS1.png", 12, 14, 3)
+    assert run_infer.main(["--test_path", str(tmp_path), "--output_path", str(tmp_path / "out"),
+                           "--weights", str(tiny_weights), "--device", "cpu"]) == 0
+    assert "IR1.tif: 2 frames (animated or multi-page); the first is used" in capsys.readouterr().err
+
+
+def test_a_size_mismatch_after_exif_rotation_says_so(tmp_path, tiny_weights, capsys):
+    img = Image.fromarray(np.zeros((10, 16), np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # stored 16x10, shown 10x16
+    img.save(tmp_path / "IR1.jpg", exif=exif)
+    write_gray(tmp_path / "VIS1.png", 10, 16, 1)
+    assert run_infer.main(["--test_path", str(tmp_path), "--output_path", str(tmp_path / "out"),
+                           "--weights", str(tiny_weights), "--device", "cpu"]) == 2
+    assert "IR1.jpg (10x16, after its EXIF rotation)" in capsys.readouterr().err

@@ -69,11 +69,18 @@ def load_image(path: str | os.PathLike, gray: bool = False) -> np.ndarray:
     try:
         if path.is_dir():
             raise ImageReadError(f"{path}: is a folder, not an image")
+        if path.is_symlink() and not path.exists():
+            raise ImageReadError(f"{path}: a dangling link (to {os.readlink(path)}), not an image")
+        if path.exists() and not path.is_file():
+            raise ImageReadError(f"{path}: not a regular file (a FIFO, socket or device), not an image")
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if getattr(img, "n_frames", 1) > 1:
+                    warnings.warn(f"{path}: {img.n_frames} frames (animated or multi-page); the first is used",
+                                  ImageWarning, stacklevel=2)
                 img = ImageOps.exif_transpose(img)
                 img.load()
                 arr = _to_array(img, path)
@@ -90,6 +97,24 @@ def load_image(path: str | os.PathLike, gray: bool = False) -> np.ndarray:
     if gray and arr.ndim == 3:
         arr = rgb_to_gray(arr)
     return arr
+
+
+class ImageWarning(UserWarning):
+    """Something about an image file the user should know, though it was read (run_infer.py
+    prints these as ``warning:`` lines)."""
+
+
+#: EXIF orientations that turn the stored image by 90 degrees (width and height swap).
+EXIF_QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def exif_rotated(path: str | os.PathLike) -> bool:
+    """Whether the file's EXIF orientation swaps its width and height (read from the header only)."""
+    try:
+        with Image.open(path) as img:
+            return img.getexif().get(0x0112, 1) in EXIF_QUARTER_TURNS
+    except Exception:  # unreadable files are reported by load_image
+        return False
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -47,14 +47,16 @@ def natural_key(s: str):
 
 
 def _images(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
+    """Entries named like images, whatever they are: a folder, FIFO or dangling link named
+    ``x.png`` is kept, so that reading it reports what it is instead of skipping it silently."""
+    return [p for p in folder.iterdir() if is_image_file(p)]
 
 
 def _subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
-    for child in sorted(folder.iterdir()):
-        if child.is_dir() and child.name.lower() in names:
-            return child
-    return None
+    found = [c for c in sorted(folder.iterdir()) if c.is_dir() and c.name.lower() in names]
+    if len(found) > 1:  # ir/ and IR/, or vi/ and vis/: never a silent choice
+        raise PairError(f"{folder}: both {' and '.join(c.name + '/' for c in found)} are present; keep one of them")
+    return found[0] if found else None
 
 
 def _match(ir_files: dict[str, Path], vis_files: dict[str, Path], folder: Path,
