@@ -23,10 +23,20 @@ SHIPPED_BY_LAMBDA: dict[int, tuple[Path, str]] = {
 }
 
 
+#: The shipped RGB (3-channel) networks by lambda -> (file, SHA-256), trained by ``run_train.py
+#: --no-gray`` with the gray lambda = 100 recipe on the colour BSDS500 photographs
+#: (docs/weights.md, "The RGB network"). ``run_infer.py --rgb`` picks one.
+SHIPPED_RGB_BY_LAMBDA: dict[int, tuple[Path, str]] = {
+    100: (ROOT / "weights" / "densefuse_rgb_l100_b02610f6.pth",
+          "b02610f60f1d7c163c9770f9f019fbed877fc6cafae6ff0c6e2f921f7d2bff05"),
+}
+
+
 def expected_sha256(weights: str | Path) -> str | None:
     """The SHA-256 that ``weights`` must have if it is a shipped file, else None: a user's own
     files have no known hash, and the importer identifies the authors' files by content."""
-    return {path.resolve(): digest for path, digest in SHIPPED_BY_LAMBDA.values()}.get(Path(weights).resolve())
+    shipped = [*SHIPPED_BY_LAMBDA.values(), *SHIPPED_RGB_BY_LAMBDA.values()]
+    return {path.resolve(): digest for path, digest in shipped}.get(Path(weights).resolve())
 
 
 #: Bundled licence-clean natural images for the training demo (see data_train_sample/README.md).

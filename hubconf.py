@@ -15,20 +15,21 @@ dependencies = ["torch", "numpy"]
 def densefuse(lam: int = 100, channels: int = 1, pretrained: bool = True):
     """The DenseFuse autoencoder (``encode``/``decode``/``forward``), in eval mode, on the CPU.
 
-    ``lam``: the SSIM weight lambda of the shipped weights (1, 10, 100, 1000). ``channels``: 1 for the
-    gray network (inputs (B,1,H,W) in [0, 1]). ``pretrained=False`` gives an untrained network.
+    ``lam``: the SSIM weight lambda of the shipped weights (gray: 1, 10, 100, 1000; RGB: 100).
+    ``channels``: 1 for the gray network (inputs (B,1,H,W) in [0, 1]), 3 for the RGB one
+    ((B,3,H,W)). ``pretrained=False`` gives an untrained network.
     """
-    from configs import SHIPPED_BY_LAMBDA
+    from configs import SHIPPED_BY_LAMBDA, SHIPPED_RGB_BY_LAMBDA
     from models.densefuse import DenseFuse
     from utils.checkpoint import load_model
     if not pretrained:
         return DenseFuse(channels=channels).eval()
-    if channels != 1:
-        raise ValueError(f"no shipped weights with channels={channels}: the shipped networks are gray "
-                         f"(channels=1); pretrained=False gives an untrained {channels}-channel network")
-    if lam not in SHIPPED_BY_LAMBDA:
-        raise ValueError(f"no shipped weights for lam={lam}; choose from {sorted(SHIPPED_BY_LAMBDA)}")
-    return load_model(SHIPPED_BY_LAMBDA[lam][0])[0]
+    table = {1: SHIPPED_BY_LAMBDA, 3: SHIPPED_RGB_BY_LAMBDA}.get(channels)
+    if table is None:
+        raise ValueError(f"channels={channels}: the shipped networks are gray (1) or RGB (3)")
+    if lam not in table:
+        raise ValueError(f"no shipped {channels}-channel weights for lam={lam}; choose from {sorted(table)}")
+    return load_model(table[lam][0])[0]
 
 
 def fuse(*sources: torch.Tensor, network=None, lam: int = 100, strategy: str = "add", l1_radius: int = 1,

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{Path(d.weights).relative_to(Path(d.weights).parents[1])}, lambda = 100), a run_train.py "
                         "checkpoint, exported weights, or the official DenseFuse release (TF checkpoint/zip or the "
                         "PyTorch .model)")
+    p.add_argument("--rgb", action="store_true",
+                   help="without --weights: the shipped RGB (3-channel) network of --ssim_weight's lambda "
+                        "(100), which fuses colour directly, instead of the gray one")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
                    help="lambda: picks the shipped weights of that lambda when --weights is not given, "
                         "or the checkpoint of that lambda in an official TF release holding several "
@@ -408,10 +411,18 @@ def write_settings(out_dir: Path, settings: dict, pairs: list) -> None:
 
 
 def pick_weights(args) -> Path:
-    """--weights, or the shipped file of --ssim_weight's lambda when --weights is not given."""
-    from configs import SHIPPED_BY_LAMBDA
+    """--weights, or the shipped file of --ssim_weight's lambda (gray, or RGB with --rgb) when
+    --weights is not given."""
+    from configs import SHIPPED_BY_LAMBDA, SHIPPED_RGB_BY_LAMBDA
+    lam = args.ssim_weight or 100
+    if args.rgb and args.weights is not None:
+        raise InferError("--rgb picks a shipped RGB file; with --weights the file's own network decides, "
+                         "leave out --rgb")
+    if args.rgb and lam not in SHIPPED_RGB_BY_LAMBDA:
+        raise InferError(f"no shipped RGB network for lambda = {lam}; shipped: "
+                         f"{', '.join(map(str, sorted(SHIPPED_RGB_BY_LAMBDA)))}")
     if args.weights is None:
-        return SHIPPED_BY_LAMBDA[args.ssim_weight or 100][0]
+        return (SHIPPED_RGB_BY_LAMBDA if args.rgb else SHIPPED_BY_LAMBDA)[lam][0]
     return Path(args.weights)
 
 

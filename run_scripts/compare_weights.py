@@ -4,10 +4,15 @@
 
 By default "ours" is the shipped file and the reference is the official lambda = 1e2 checkpoint
 (read through the importer). For every image of every set: reconstruction PSNR (dB, peak 255,
-float output vs the 8-bit input, luma for colour images). For every pair and each fusion
+float output vs the 8-bit input; luma for colour images with gray networks, RGB with RGB
+networks, gray images replicated). For every pair and each fusion
 setting (add/minmax, mean/clip, l1_norm/clip): the standard-profile metrics of run_eval.py on
 both models' fused images, with the signed relative difference (ours - reference) / |reference|.
 Writes a Markdown report, a JSON file and a picture (IR | visible | ours | reference) under --out.
+Both files must hold networks of one channel count (two gray ones, or two RGB ones):
+
+    python -m run_scripts.compare_weights --ours weights/densefuse_rgb_l100_<hash>.pth \
+        --official ../shared/weights/official/densefuse_rgb.model --out data_result/compare_rgb
 """
 from __future__ import annotations
 
@@ -29,12 +34,13 @@ SETTINGS = [("add", "minmax"), ("mean", "clip"), ("l1_norm", "clip")]
 
 
 def reconstruction_psnr(model, img: np.ndarray) -> float:
-    """PSNR (dB, peak 255) of the float reconstruction against the [0,1] input."""
+    """PSNR (dB, peak 255) of the float reconstruction against the [0,1] input, (H,W) or (H,W,3)."""
     import numpy as np
     import torch
+    x = img[None] if img.ndim == 2 else np.ascontiguousarray(img.transpose(2, 0, 1))
     with torch.inference_mode():
-        y = model(torch.from_numpy(img)[None, None])[0, 0].double().numpy()
-    mse = np.mean((255.0 * (y - img)) ** 2)
+        y = model(torch.from_numpy(x)[None])[0].double().numpy()
+    mse = np.mean((255.0 * (y - x)) ** 2)
     return math.inf if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
@@ -45,19 +51,85 @@ def flat_activity_ratio(model) -> float:
     L1-norm strategy's weights flatten towards 1/2 as it grows."""
     import torch
     with torch.inference_mode():
-        act = [model.encode(torch.full((1, 1, 32, 32), v)).abs().sum(1).mean() for v in (0.0, 0.5)]
+        c = model.model_args()["channels"]
+        act = [model.encode(torch.full((1, c, 32, 32), v)).abs().sum(1).mean() for v in (0.0, 0.5)]
     return float(act[0] / act[1])
 
 
-def set_images(pairs):
+def set_images(pairs, rgb: bool = False):
+    """Every source image, gray (luma) for a gray network, RGB (gray files replicated) for an RGB one."""
+    import numpy as np
+
     from utils.images import load_image
     for p in pairs:
-        yield f"{p.name} IR", load_image(p.ir, gray=True)
-        yield f"{p.name} VIS", load_image(p.vis, gray=True)
+        for what, f in (("IR", p.ir), ("VIS", p.vis)):
+            img = load_image(f, gray=not rgb)
+            yield f"{p.name} {what}", np.repeat(img[..., None], 3, axis=2) if rgb and img.ndim == 2 else img
 
 
 def fmt(v: float) -> str:
     return "inf" if math.isinf(v) else f"{v:.4f}"
+
+
+def psnr_section(models: dict, sets: dict, report: dict, rgb: bool) -> list[str]:
+    """Reconstruction PSNR of every source image under both networks (Markdown lines)."""
+    import numpy as np
+    from tqdm import tqdm
+    md = []
+    for s, pairs in sets.items():
+        vals = {k: [] for k in models}
+        for _, img in tqdm(list(set_images(pairs, rgb)), desc=f"PSNR {Path(s).name}"):
+            for k, m in models.items():
+                vals[k].append(reconstruction_psnr(m, img))
+        report["psnr"][Path(s).name] = vals
+        md.append(f"| {Path(s).name} | {len(vals['ours'])} | {np.mean(vals['ours']):.2f} | "
+                  f"{np.mean(vals['reference']):.2f} | {np.min(vals['ours']):.2f} |")
+    return [*md, ""]
+
+
+def fusion_section(models: dict, set_name: str, pairs, strategy: str, mode: str, out: Path,
+                   report: dict) -> list[str]:
+    """Both networks fuse the set with one setting; the standard profile's means and their
+    relative difference (Markdown lines)."""
+    from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
+    from utils.fusion import FuseSettings, fuse_pairs
+    from utils.metrics import STANDARD
+    key = f"{set_name} {strategy}/{mode}"
+    means = {}
+    for k, m in models.items():
+        folder = out / k / f"{set_name}_{strategy}_{mode}"
+        fuse_pairs(m, pairs, folder, FuseSettings(strategy, 1, mode))
+        rows, _ = evaluate(pairs, folder, "standard", progress=False)
+        means[k] = mean_row(rows)
+    diff = {mt: (means["ours"][mt] - means["reference"][mt]) / abs(means["reference"][mt]) * 100
+            if means["reference"][mt] not in (0, math.inf) else math.nan for mt in STANDARD}
+    report["fusion"][key] = {"ours": means["ours"], "reference": means["reference"], "diff_pct": diff}
+    md = [f"### {key} ({len(pairs)} pairs)", "",
+          "| metric | ours | reference | diff % | within 2 % |", "|---|---|---|---|---|"]
+    for mt in STANDARD:
+        d = diff[mt]
+        note = "yes" if abs(d) <= 2 else ("no (ours higher)" if d > 0 else "no")  # all: higher is better
+        md.append(f"| {mt} | {fmt(means['ours'][mt])} | {fmt(means['reference'][mt])} | {d:+.2f} | {note} |")
+    print(f"{key}: " + ", ".join(f"{mt} {diff[mt]:+.2f}%" for mt in STANDARD))
+    return [*md, ""]
+
+
+def picture(models: dict, pairs, set_name: str, names: list[str], out: Path, rgb: bool) -> None:
+    """IR | visible | ours | reference (add, minmax) for the chosen pairs of the first set."""
+    import numpy as np
+    from PIL import Image
+
+    from run_scripts.figures import montage
+    chosen = [pp for pp in pairs if pp.name in names] or pairs[:3]
+    if not chosen:
+        return
+    mode = "RGB" if rgb else "L"
+    rows = []
+    for pair in chosen:
+        row = [np.asarray(Image.open(f).convert(mode)) for f in (pair.ir, pair.vis)]
+        row += [np.asarray(Image.open(out / k / f"{set_name}_add_minmax" / f"{pair.name}.png")) for k in models]
+        rows.append(row)
+    montage(rows, ["infrared", "visible", "ours (add, minmax)", "official (add, minmax)"], out / "compare.png")
 
 
 def main(argv=None) -> int:
@@ -73,15 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--figure_pairs", nargs="+", default=["1", "7", "15"],
                    help="pair names of the first set shown in the picture")
     args = p.parse_args(argv)
-    import numpy as np
-    from PIL import Image
-    from tqdm import tqdm
-
-    from run_scripts.figures import montage
     from utils.checkpoint import WeightsError, load_model
-    from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
-    from utils.fusion import FuseSettings, fuse_pairs, prepare_model
-    from utils.metrics import STANDARD
+    from utils.fusion import prepare_model
     from utils.pairs import PairError, find_pairs
 
     out = Path(args.out)
@@ -99,6 +164,12 @@ def main(argv=None) -> int:
           f"({ref_info.get('kind')}, lambda={ref_info.get('ssim_weight', '?')})", ""]
     t0 = time.time()
 
+    channels = {k: m.model_args()["channels"] for k, m in models.items()}
+    if len(set(channels.values())) > 1:
+        print(f"error: {args.ours} is a {channels['ours']}-channel network, {args.official} a "
+              f"{channels['reference']}-channel one; compare networks of one kind", file=sys.stderr)
+        return 2
+    rgb = channels["ours"] == 3
     ratios = {k: flat_activity_ratio(m) for k, m in models.items()}
     report["flat_activity_ratio"] = ratios
     md += ["### Bias share of the encoder's activity (black / mid-grey image)", "",
@@ -107,51 +178,11 @@ def main(argv=None) -> int:
            "| set | images | ours | reference | ours min |", "|---|---|---|---|---|"]
     if args.limit:
         sets = {s: pairs[:args.limit] for s, pairs in sets.items()}
+    md += psnr_section(models, sets, report, rgb)
     for s, pairs in sets.items():
-        vals = {k: [] for k in models}
-        for _, img in tqdm(list(set_images(pairs)), desc=f"PSNR {Path(s).name}"):
-            for k, m in models.items():
-                vals[k].append(reconstruction_psnr(m, img))
-        report["psnr"][Path(s).name] = vals
-        md.append(f"| {Path(s).name} | {len(vals['ours'])} | {np.mean(vals['ours']):.2f} | "
-                  f"{np.mean(vals['reference']):.2f} | {np.min(vals['ours']):.2f} |")
-    md.append("")
-
-    for s, pairs in sets.items():
-        set_name = Path(s).name
         for strategy, mode in SETTINGS:
-            key = f"{set_name} {strategy}/{mode}"
-            means = {}
-            for k, m in models.items():
-                folder = out / k / f"{set_name}_{strategy}_{mode}"
-                fuse_pairs(m, pairs, folder, FuseSettings(strategy, 1, mode))
-                rows, _ = evaluate(pairs, folder, "standard", progress=False)
-                means[k] = mean_row(rows)
-            diff = {mt: (means["ours"][mt] - means["reference"][mt]) / abs(means["reference"][mt]) * 100
-                    if means["reference"][mt] not in (0, math.inf) else math.nan for mt in STANDARD}
-            report["fusion"][key] = {"ours": means["ours"], "reference": means["reference"], "diff_pct": diff}
-            md += [f"### {key} ({len(pairs)} pairs)", "",
-                   "| metric | ours | reference | diff % | within 2 % |", "|---|---|---|---|---|"]
-            for mt in STANDARD:
-                d = diff[mt]
-                note = "yes" if abs(d) <= 2 else ("no (ours higher)" if d > 0 else "no")  # all: higher is better
-                md.append(f"| {mt} | {fmt(means['ours'][mt])} | {fmt(means['reference'][mt])} | "
-                          f"{d:+.2f} | {note} |")
-            md.append("")
-            print(f"{key}: " + ", ".join(f"{mt} {diff[mt]:+.2f}%" for mt in STANDARD))
-
-    first = Path(args.sets[0])
-    pairs = sets[args.sets[0]]
-    chosen = [pp for pp in pairs if pp.name in args.figure_pairs] or pairs[:3]
-    if chosen:
-        rows = []
-        for pair in chosen:
-            row = [np.asarray(Image.open(pair.ir).convert("L")), np.asarray(Image.open(pair.vis).convert("L"))]
-            for k in models:
-                row.append(np.asarray(Image.open(out / k / f"{first.name}_add_minmax" / f"{pair.name}.png")))
-            rows.append(row)
-        montage(rows, ["infrared", "visible", "ours (add, minmax)", "official (add, minmax)"],
-                out / "compare.png")
+            md += fusion_section(models, Path(s).name, pairs, strategy, mode, out, report)
+    picture(models, sets[args.sets[0]], Path(args.sets[0]).name, args.figure_pairs, out, rgb)
     (out / "report.md").write_text("\n".join(md))
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     print("\n".join(md))

@@ -61,7 +61,8 @@ def main(argv=None) -> int:
                                 formatter_class=DefaultsFormatter)
     p.add_argument("checkpoint", help="a run_train.py checkpoint (.pt)")
     p.add_argument("--out_dir", default=str(ROOT / "weights"), help="where to write the file")
-    p.add_argument("--name", help="file name prefix; None means densefuse_gray_l<lambda of the checkpoint>")
+    p.add_argument("--name", help="file name prefix; default densefuse_gray_l<lambda of the checkpoint> "
+                                  "(densefuse_rgb_l<lambda> for an RGB network)")
     p.add_argument("--update_configs", action="store_true",
                    help="make the exported file configs.py's default weights (lambda = 100 only)")
     args = p.parse_args(argv)
@@ -69,12 +70,13 @@ def main(argv=None) -> int:
     try:
         obj = load_run_checkpoint(Path(args.checkpoint))
         lam = checkpoint_lambda(obj)
-        if args.update_configs and lam != 100:
+        if args.update_configs and (lam != 100 or obj.get("model_args", {}).get("channels", 1) != 1):
             print(f"error: --update_configs sets the default (lambda = 100) weights, but "
                   f"{args.checkpoint} was trained with lambda = {lam}; export without it and add the "
                   f"file to configs.SHIPPED_BY_LAMBDA", file=sys.stderr)
             return 2
-        name = args.name or f"densefuse_gray_l{lam if lam is not None else 'unknown'}"
+        kind = "gray" if obj.get("model_args", {}).get("channels", 1) == 1 else "rgb"
+        name = args.name or f"densefuse_{kind}_l{lam if lam is not None else 'unknown'}"
         path, digest = export(Path(args.checkpoint), Path(args.out_dir), name, obj)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -30,8 +30,11 @@ def test_hub_load_returns_the_shipped_network_in_eval_mode():
 def test_hub_arguments_are_checked():
     with pytest.raises(ValueError, match="choose from"):
         hubconf.densefuse(lam=5)
-    with pytest.raises(ValueError, match="no shipped weights with channels=3"):
-        hubconf.densefuse(channels=3)
+    with pytest.raises(ValueError, match=r"gray \(1\) or RGB \(3\)"):
+        hubconf.densefuse(channels=2)
+    with pytest.raises(ValueError, match="no shipped 3-channel weights for lam=10"):
+        hubconf.densefuse(lam=10, channels=3)
+    assert hubconf.densefuse(channels=3).model_args()["channels"] == 3  # the shipped RGB network
     untrained = hubconf.densefuse(channels=3, pretrained=False)
     assert untrained(torch.rand(1, 3, 12, 12)).shape == (1, 3, 12, 12)
     with pytest.raises(ValueError, match="at least 2 images"):

@@ -49,3 +49,29 @@ def test_shipped_weights_match_official(tmp_path, lam):
     assert len(diffs) == 72
     bound = CLAIMED_MAX_DIFF[lam]
     assert all(abs(d) <= bound for d in diffs.values()), {k: d for k, d in diffs.items() if abs(d) > bound}
+
+
+def test_shipped_rgb_weights_reconstruct_colour_and_are_picked_by_rgb(tmp_path, capsys):
+    """The shipped RGB network: hash-checked, 3 channels, reconstructs RoadScene colour crops and
+    TNO crops (replicated) well; run_infer.py --rgb picks it without --weights."""
+    import run_infer
+    from configs import SHIPPED_RGB_BY_LAMBDA
+    path, digest = SHIPPED_RGB_BY_LAMBDA[100]
+    assert path.name.startswith(f"densefuse_rgb_l100_{digest[:8]}")
+    model, info = load_model(path)
+    assert info["sha256"] == digest and model.model_args()["channels"] == 3
+    road = ROOT / "data_test" / "Road" / "vi"
+    images = [load_image(road / f"{n}.jpg")[:160, :160] for n in ("FLIR_00211", "FLIR_05857")]
+    images += [np.repeat(load_image(TNO / f"VIS{k}.png")[:160, :160, None], 3, axis=2) for k in (1, 7)]
+    vals = [compare_weights.reconstruction_psnr(model, im) for im in images]
+    assert np.mean(vals) >= 45.0, vals
+    pair = [str(TNO / "IR1.png"), str(TNO / "VIS1.png")]
+    assert run_infer.main(["--rgb", "--inputs", str(TNO / "IR1.png"), str(TNO / "VIS1.png"), "--output_path",
+                           str(tmp_path), "--device", "cpu"]) == 0
+    assert f"{path} (exported weights)" in capsys.readouterr().out
+    from PIL import Image
+    assert Image.open(tmp_path / "pair" / "1.png").mode == "RGB"
+    for argv, message in ((["--rgb", "--ssim_weight", "10"], "no shipped RGB network for lambda = 10"),
+                          (["--rgb", "--weights", str(path)], "leave out --rgb")):
+        assert run_infer.main([*argv, "--inputs", *pair, "--output_path", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
