@@ -2,7 +2,8 @@
 
     python -m run_scripts.figures                       # shipped weights -> docs/examples.png
     python -m run_scripts.figures --pairs Lytro:lytro-1 Lytro:lytro-3 --strategy l1_norm --output_mode clip \
-        --labels "near focus (A)" "far focus (B)" --out docs/multifocus.png
+        --labels "near focus (A)" "far focus (B)" --out docs/multifocus.png \
+        --weights weights/densefuse_gray_l100_daf2d5f7.pth weights/densefuse_rgb_l100_b02610f6.pth
 
 Uses the default settings of run_infer.py (add, minmax) and keeps colour where the visible
 image has it.
@@ -54,7 +55,8 @@ def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsFormatter)
-    p.add_argument("--weights", default=str(SHIPPED_WEIGHTS), help="weights to fuse with")
+    p.add_argument("--weights", nargs="+", default=[str(SHIPPED_WEIGHTS)],
+                   help="weights to fuse with; several give one fused column each")
     p.add_argument("--pairs", nargs="+", default=["Tno:1", "Tno:7", "Tno:15", "Road:FLIR_05857"],
                    help="SET:PAIR names under data_test/")
     p.add_argument("--out", default=str(ROOT / "docs" / "examples.png"), help="PNG to write")
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     from utils.images import load_image
     from utils.pairs import find_pairs
     try:
-        model = prepare_model(load_model(args.weights)[0])
+        models = [prepare_model(load_model(w)[0]) for w in args.weights]
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -80,10 +82,14 @@ def main(argv=None) -> int:
         set_name, name = spec.split(":", 1)
         pair = {p.name: p for p in find_pairs(TEST_DATA / set_name)[1]}[name]
         ir, vis = load_image(pair.ir), load_image(pair.vis)
-        fused = fuse_images(model, ir, vis, settings=FuseSettings(args.strategy, output_mode=args.output_mode))
+        settings = FuseSettings(args.strategy, output_mode=args.output_mode)
+        fused = [fuse_images(m, ir, vis, settings=settings) for m in models]
         as8 = [np.asarray(Image.open(f).convert("RGB")) for f in (pair.ir, pair.vis)]
-        rows.append([*as8, fused])
-    montage(rows, [*args.labels, f"DenseFuse ({args.strategy}, {args.output_mode})"], Path(args.out))
+        rows.append([*as8, *fused])
+    what = f"{args.strategy}, {args.output_mode}"
+    titles = [f"DenseFuse ({what})"] if len(models) == 1 else [
+        f"{'RGB' if m.model_args()['channels'] == 3 else 'gray'} network ({what})" for m in models]
+    montage(rows, [*args.labels, *titles], Path(args.out))
     print(args.out)
     return 0
 
