@@ -137,9 +137,6 @@ def collect_jobs(args) -> list[tuple[str, list, Path]]:
         return [scenes_job(args, out_root)]
     if args.inputs and len(args.inputs) < 2:
         raise InferError(f"--inputs needs at least 2 images, got {len(args.inputs)}: {args.inputs[0]}")
-    if args.inputs and len(args.inputs) > 2 and args.eval:
-        raise InferError(f"--eval scores two-source results (the standard metrics are defined for two sources); "
-                         f"--inputs gave {len(args.inputs)}")
     if args.ir or args.vis:
         if not (args.ir and args.vis):
             raise InferError("--ir and --vis must be given together")
@@ -178,9 +175,6 @@ def sources_job(args, out_root: Path) -> tuple[str, list, Path]:
     from utils.pairs import PairError, sets_from_folders
     if len(args.sources) < 2:
         raise InferError(f"--sources needs at least 2 folders, got {len(args.sources)}: {args.sources[0]}")
-    if len(args.sources) > 2 and args.eval:
-        raise InferError(f"--eval scores two-source results (the standard metrics are defined for two sources); "
-                         f"--sources gave {len(args.sources)}")
     try:
         sets = sets_from_folders([Path(d) for d in args.sources])
     except PairError as e:
@@ -200,12 +194,6 @@ def scenes_job(args, out_root: Path) -> tuple[str, list, Path]:
     except PairError as e:
         raise InferError(str(e)) from None
     counts = sorted({len(s.sources) for s in sets})
-    if args.eval and counts[-1] > 2:
-        raise InferError(f"--eval scores two-source results (the standard metrics are defined for two sources); "
-                         f"{root} has scenes of {counts[-1]} images")
-    if args.backend == "onnxruntime" and counts != [args.onnx_sources]:
-        raise InferError(f"{args.weights} fuses {args.onnx_sources} images; {root} has scenes of "
-                         f"{'/'.join(map(str, counts))} (export one graph per count with --sources N)")
     print(f"{root}: {len(sets)} {plural(len(sets), 'scene')} of {'/'.join(map(str, counts))} images")
     return root.name, sets, out_root / f"{root.name}{folder_suffix(args)}"
 
@@ -458,12 +446,9 @@ def onnx_strategy(args) -> dict:
         meta = read_metadata(path)
     except WeightsError as e:
         raise InferError(str(e)) from None
-    n = meta["sources"] if args.scenes else len(args.inputs or args.sources or [1, 2])  # scenes: checked per scene
-    args.onnx_sources = meta["sources"]
-    if meta["part"] != "fusion" or meta["sources"] != n:
-        what = f"the {meta['part']} alone" if meta["part"] != "fusion" else f"a {meta['sources']}-source graph"
-        raise InferError(f"{path} holds {what}; fusing {n} images needs a {n}-source fusion graph "
-                         f"(export with --sources {n})")
+    if meta["part"] != "fusion":
+        raise InferError(f"{path} holds the {meta['part']} alone; run_infer.py fuses with a whole fusion graph "
+                         f"(export without --part)")
     for flag, ours, theirs in (("--strategy", args.strategy, meta["strategy"]),
                                ("--l1_radius", args.l1_radius, meta["l1_radius"])):
         if ours is not None and theirs is not None and ours != theirs:
@@ -510,11 +495,25 @@ def run(args) -> int:
         D.stop(ctx)
 
 
+def check_source_counts(args, jobs, onnx_meta: dict | None) -> None:
+    """Sets of more than two sources cannot be scored (--eval: the standard metrics are defined for
+    two), and an ONNX graph fuses the number of sources it was exported with."""
+    counts = sorted({len(p.sources) for _, pairs, _ in jobs for p in pairs})
+    if args.eval and counts and counts[-1] > 2:
+        raise InferError(f"--eval scores two-source results (the standard metrics are defined for two sources); "
+                         f"these sets have {'/'.join(map(str, counts))} images")
+    if onnx_meta is not None and counts and counts != [onnx_meta["sources"]]:
+        raise InferError(f"{args.weights} fuses {onnx_meta['sources']} images; these sets have "
+                         f"{'/'.join(map(str, counts))} (export a graph with --sources N for each count)")
+
+
 def run_on(args, device, onnx_meta: dict | None, ctx) -> int:
     """Check, load, guard and fuse, as rank ``ctx.rank`` of ``ctx.world`` (one process: 0 of 1)."""
     from utils import distributed as D
     decoded = Decoded()
-    checked, any_bad = check_inputs(args, collect_jobs(args), decoded)
+    jobs = collect_jobs(args)
+    check_source_counts(args, jobs, onnx_meta)
+    checked, any_bad = check_inputs(args, jobs, decoded)
     decoded.keep_only({p for _, pairs, _ in checked for p in D.shard(pairs, ctx)})
     weights = pick_weights(args)
     model, info = load_network(args, weights, onnx_meta)

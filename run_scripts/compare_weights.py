@@ -58,13 +58,11 @@ def flat_activity_ratio(model) -> float:
 
 def set_images(pairs, rgb: bool = False):
     """Every source image, gray (luma) for a gray network, RGB (gray files replicated) for an RGB one."""
-    import numpy as np
-
-    from utils.images import load_image
+    from utils.images import as_rgb, load_image
     for p in pairs:
         for what, f in (("IR", p.ir), ("VIS", p.vis)):
             img = load_image(f, gray=not rgb)
-            yield f"{p.name} {what}", np.repeat(img[..., None], 3, axis=2) if rgb and img.ndim == 2 else img
+            yield f"{p.name} {what}", as_rgb(img) if rgb else img
 
 
 def fmt(v: float) -> str:

@@ -432,3 +432,16 @@ def test_scene_folders_fuse_each_scene_s_images(tmp_path, tiny_weights, capsys):
     (root / "s2" / "ev1.png").unlink()
     assert run_infer.main(["--scenes", str(root), "--output_path", str(tmp_path / "q"), *common]) == 2
     assert "s2: 1 image(s); a scene needs at least 2" in capsys.readouterr().err
+
+
+def test_fuse_pairs_reads_every_source_of_a_set(tmp_path, tiny_weights):
+    """Without pre-decoded images, fuse_pairs reads all of a set's sources, not only the first two."""
+    from utils.checkpoint import load_model
+    from utils.fusion import fuse_pairs
+    from utils.pairs import Pair
+    files = [write_gray(tmp_path / f"{n}.png", 15, 17, k) for k, n in enumerate("abc")]
+    model = load_model(tiny_weights)[0]
+    settings = FuseSettings("mean", output_mode="clip")
+    fuse_pairs(model, [Pair("abc", *files[:2], (files[2],))], tmp_path / "out", settings)
+    want = fuse_images(model, *(load_image(f) for f in files), settings=settings)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out/abc.png")), want)

@@ -185,3 +185,10 @@ def test_export_script(exported, tmp_path, capsys):
     assert export_script.main([str(SHIPPED_WEIGHTS), "-o", str(tmp_path / "x.onnx"), "--sources", "1"]) == 2
     assert export_script.main([str(tmp_path / "missing.pth"), "-o", str(tmp_path / "y.onnx")]) == 2
     assert not (tmp_path / "y.onnx").exists()
+
+
+def test_run_infer_refuses_a_graph_of_another_source_count(exported, tmp_path, capsys):
+    files = [write_gray(tmp_path / f"{n}.png", 16, 18, k) for k, n in enumerate("abc")]
+    assert run_infer.main(["--backend", "onnxruntime", "--weights", str(exported["add"]), "--inputs",
+                           *map(str, files), "--output_path", str(tmp_path / "out")]) == 2
+    assert "fuses 2 images; these sets have 3" in capsys.readouterr().err and not (tmp_path / "out").exists()

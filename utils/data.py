@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from utils.images import ImageReadError, is_image_file, load_image
+from utils.images import ImageReadError, as_rgb, is_image_file, load_image
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -77,7 +77,7 @@ class NaturalImages(Dataset):
 
     def load(self, index: int) -> np.ndarray:
         img = load_image(self.paths[index], gray=self.gray)
-        return img if self.gray or img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+        return img if self.gray else as_rgb(img)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, self.epoch, index])

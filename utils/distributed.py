@@ -12,7 +12,7 @@ Rank 0 alone prints, shows progress bars and writes shared files (checkpoints, T
 """
 from __future__ import annotations
 
-import io
+import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -41,14 +41,14 @@ class Context:
     @property
     def distributed(self) -> bool:
         """Whether a process group is running (never in a plain process, which skips the import)."""
-        if self.world == 1 and self is SINGLE:
+        if self is SINGLE:
             return False
         import torch.distributed as dist
         return dist.is_available() and dist.is_initialized()
 
 
 SINGLE = Context()
-_GROUPS: list = []  # process groups this process has started (see attempt_store)
+_GROUP_NUMBERS = itertools.count(1)  # process groups this process starts (see attempt_store)
 
 
 def launched() -> bool:
@@ -74,7 +74,7 @@ def start(device: torch.device) -> tuple[Context, torch.device]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, store=attempt_store(world), rank=rank, world_size=world,
-                                device_id=device if backend == "nccl" else None)
+                                device_id=device if backend == "nccl" else None)  # store None: env://
     return Context(rank, world, local, str(device) if backend == "nccl" else "cpu"), device
 
 
@@ -84,21 +84,19 @@ def attempt_store(world: int):
     Why: torchrun (2.13) shares its agent's TCPStore with the workers, and workers restarted by
     ``--max-restarts`` find the keys the failed attempt left there: gloo then dials the dead
     processes' addresses ("connectFullMesh failed ... Connection refused"). A prefix per
-    ``TORCHELASTIC_RESTART_COUNT`` keeps each attempt's keys apart. (Launchers that do not
-    share a store get torch's own env:// store; ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` also
-    avoids the problem, at the cost of a store per round.)"""
+    ``TORCHELASTIC_RESTART_COUNT`` keeps each attempt's keys apart, and one per process group
+    the keys of a second group in one process (run_infer.main, then run_eval.main). Returns None
+    (torch's own env:// store) for launchers that do not share a store;
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` also avoids the problem, at the cost of a store per round."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
     import datetime
 
     import torch.distributed as dist
-    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        rank = int(os.environ["RANK"])
-        return dist.TCPStore(addr, port, world, is_master=rank == 0, timeout=datetime.timedelta(minutes=30),
-                             multi_tenant=True)
-    store = dist.TCPStore(addr, port, world, is_master=False, timeout=datetime.timedelta(minutes=30))
-    _GROUPS.append(None)  # a second group in one process (run_infer.main, then run_eval.main) gets fresh keys too
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                          timeout=datetime.timedelta(minutes=30))
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"densefuse/attempt_{attempt}/group_{len(_GROUPS)}", store)
+    return dist.PrefixStore(f"densefuse/attempt_{attempt}/group_{next(_GROUP_NUMBERS)}", store)
 
 
 def main_process() -> bool:
@@ -111,7 +109,7 @@ def quiet_unless_main() -> None:
     """On ranks other than 0, send what the script prints (stdout) nowhere: one voice for the
     group. Their stderr stays, so a rank's own traceback or warning is still seen."""
     if not main_process():
-        sys.stdout = io.StringIO()
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def stop(ctx: Context) -> None:

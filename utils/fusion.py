@@ -22,7 +22,7 @@ from tqdm import tqdm
 from configs import OUTPUT_MODES
 from models.densefuse import DenseFuse
 from models.fusion import STRATEGIES, get_strategy, strategy_radius, takes_radius
-from utils.images import load_image, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
+from utils.images import as_rgb, load_image, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
 
 #: CPU tile size: the fastest measured on a 2-core Xeon (96-256 are all within 10 %).
 CPU_TILE = 192
@@ -90,6 +90,11 @@ def network_for(model, settings: FuseSettings):
     return model
 
 
+def channels_of(model) -> int:
+    """Input (= output) channels of a DenseFuse model or a network call: 1 gray, 3 RGB."""
+    return model.model_args()["channels"] if isinstance(model, torch.nn.Module) else model.channels
+
+
 def auto_tile(device: torch.device | str, pixels: int, whole_images: bool = False) -> int:
     """Tile size for ``tile=0``: always :data:`CPU_TILE` on CPU; on GPU, or for a network that
     runs ``whole_images`` faster (``OnnxNetwork``), only for huge images."""
@@ -149,8 +154,8 @@ def fuse_sources(model, sources: list[np.ndarray], settings: FuseSettings = Fuse
     s = settings
     net = network_for(model, s)
     c = sources[0].shape[2] if sources[0].ndim == 3 else 1
-    if c != getattr(net, "channels", 1):
-        raise ValueError(f"a {getattr(net, 'channels', 1)}-channel network cannot fuse {c}-channel images")
+    if c != net.channels:
+        raise ValueError(f"a {net.channels}-channel network cannot fuse {c}-channel images")
     stack = np.stack(sources)
     x = torch.from_numpy(stack[:, None] if c == 1 else np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
     tile = (auto_tile(s.device, sources[0].shape[0] * sources[0].shape[1], getattr(net, "whole_images", False))
@@ -206,9 +211,8 @@ def fuse_images(model, *sources: np.ndarray, settings: FuseSettings = FuseSettin
     more, Cb and Cr are fused by :func:`fuse_chroma`.
     """
     mode, colour = settings.output_mode, [im.ndim == 3 for im in sources]
-    if getattr(network_for(model, settings), "channels", 1) == 3:
-        rgb = [im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2) for im in sources]
-        return to_uint8(postprocess(fuse_sources(model, rgb, settings), mode))
+    if channels_of(model) == 3:
+        return to_uint8(postprocess(fuse_sources(model, [as_rgb(im) for im in sources], settings), mode))
     if not any(colour):
         return to_uint8(postprocess(fuse_sources(model, list(sources), settings), mode))
     ycc = [rgb_to_ycbcr(im) if c else None for im, c in zip(sources, colour, strict=True)]
@@ -225,10 +229,10 @@ def fuse_images(model, *sources: np.ndarray, settings: FuseSettings = FuseSettin
 def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
                desc: str | None = None, images=None, progress: bool = True) -> None:
     """Fuse every pair and write ``<out_dir>/<pair name>.png`` (atomically), with a progress bar
-    on a terminal (if ``progress``). ``images``: an optional callable ``pair -> (ir, vis)`` giving
+    on a terminal (if ``progress``). ``images``: an optional callable ``pair -> (its sources)`` giving
     images already decoded (run_infer.py decodes each input once, for its check, and reuses it)."""
     out_dir = Path(out_dir)
-    read = images or (lambda pair: (load_image(pair.ir), load_image(pair.vis)))
+    read = images or (lambda pair: tuple(load_image(f) for f in pair.sources))
     for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None,
                      disable=None if progress else True):
         try:

@@ -117,6 +117,12 @@ def exif_rotated(path: str | os.PathLike) -> bool:
         return False
 
 
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3): a gray (H, W) image replicated to three channels, a colour one as it is (what an
+    RGB network is given for a gray file)."""
+    return img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+
+
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma of an (H, W, 3) image in [0, 1]."""
     return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)

@@ -340,7 +340,7 @@ def initial_weights(cfg: TrainConfig) -> DenseFuse:
 def load_validation(val_path: str | None, max_pairs: int = 2, gray: bool = True):
     """A few fixed (IR, VIS) pairs for validation, gray or RGB (gray files replicated); [] if the
     folder is absent."""
-    from utils.images import ImageReadError, load_image
+    from utils.images import ImageReadError, as_rgb, load_image
     from utils.pairs import PairError, find_pairs
     if not val_path or not Path(val_path).is_dir():
         return []
@@ -349,7 +349,7 @@ def load_validation(val_path: str | None, max_pairs: int = 2, gray: bool = True)
         images = [(load_image(p.ir, gray=gray), load_image(p.vis, gray=gray)) for p in pairs[:max_pairs]]
         if gray:
             return images
-        return [tuple(im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2) for im in pair) for pair in images]
+        return [tuple(as_rgb(im) for im in pair) for pair in images]
     except (PairError, ImageReadError) as e:
         print(f"warning: no validation images ({e})", file=sys.stderr)
         return []
