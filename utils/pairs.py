@@ -138,33 +138,28 @@ def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
             if not pairs:
                 raise PairError(f"{folder}: layout {layout} found but it holds no images")
             return f"{ir_dir.name}/ + {vis_dir.name}/", pairs  # as the folders are spelt
-    ir_files: dict[str, Path] = {}
-    vis_files: dict[str, Path] = {}
-    for p in _images(folder):
-        m = FLAT_PATTERN.match(p.stem)
-        if m:
-            target = ir_files if m.group(1).lower() == "ir" else vis_files
-            if m.group(2) in target:
-                raise PairError(f"{folder}: two files for the same pair: {target[m.group(2)].name}, {p.name}")
-            target[m.group(2)] = p
+    ir_files, vis_files = _by_name_pattern(folder, FLAT_PATTERN, side=1, key=2, second="vis")
     if ir_files or vis_files:
         return "IR<k> + VIS<k>", _match(ir_files, vis_files, folder)
-    a_files, b_files = _lytro(folder)
+    a_files, b_files = _by_name_pattern(folder, LYTRO_PATTERN, side=2, key=1, second="b")
     if a_files or b_files:
         return "<name>-A + <name>-B (multi-focus)", _match(a_files, b_files, folder, ("-B", "-A"))
     raise PairError(f"{folder}: no IR/visible pairs found (expected ir/ + vi/, INF_images/ + "
                     f"VIS_images/, or files IR<k>.* + VIS<k>.* or <name>-A.* + <name>-B.*)")
 
 
-def _lytro(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """``<name>-A`` and ``<name>-B`` files of ``folder``, by name."""
+def _by_name_pattern(folder: Path, pattern: re.Pattern, side: int, key: int,
+                     second: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The first and second sources of ``folder``'s files whose stem matches ``pattern``, by pair
+    key: group ``side`` says which source (``second``, case-insensitive, or the first), group
+    ``key`` names the pair (``IR7``/``VIS7`` -> 7; ``lytro-1-A``/``-B`` -> lytro-1)."""
     found: tuple[dict[str, Path], dict[str, Path]] = ({}, {})
     for p in _images(folder):
-        if m := LYTRO_PATTERN.match(p.stem):
-            target = found[m.group(2).lower() == "b"]
-            if m.group(1) in target:
-                raise PairError(f"{folder}: two files for the same pair: {target[m.group(1)].name}, {p.name}")
-            target[m.group(1)] = p
+        if m := pattern.match(p.stem):
+            target = found[m.group(side).lower() == second]
+            if m.group(key) in target:
+                raise PairError(f"{folder}: two files for the same pair: {target[m.group(key)].name}, {p.name}")
+            target[m.group(key)] = p
     return found
 
 
