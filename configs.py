@@ -49,7 +49,7 @@ SSIM_WEIGHTS = (1, 10, 100, 1000)
 #: that they are exactly the keys of ``models.fusion.STRATEGIES`` and ``utils.metrics.PROFILES``.
 STRATEGY_NAMES = ("add", "l1_norm", "max", "mean")
 OUTPUT_MODES = ("minmax", "clip")
-PROFILE_NAMES = ("densefuse", "standard")
+PROFILE_NAMES = ("densefuse", "standard", "vifb")
 
 
 @dataclass

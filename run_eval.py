@@ -3,9 +3,16 @@
     python run_eval.py --fused data_result/Tno_fusion --test_path data_test/Tno
     python run_eval.py --fused out/ --ir data/ir --vis data/vi --csv scores.csv --json scores.json
     python run_eval.py --fused ... --test_path ... --profile densefuse
+    python run_eval.py --fused out/ours out/theirs --names Ours Theirs --test_path data_test/Tno \
+        --std --markdown table.md --latex table.tex
+
+Several --fused folders score several methods on the same pairs and print one comparison table
+(mean per method and metric, the best marked, the direction of each metric stated); --csv and
+--json then hold every method's per-pair rows too.
 
 Pairs are found as in run_infer.py and fused images matched by pair name (``<name>.png``).
-Colour images (fused or visible) are scored on their luma Y (BT.601). See utils/metrics.py and
+Colour images (fused or visible) are scored on their luma Y (BT.601), except by the vifb profile,
+which scores them per channel as VIFB's MATLAB code does. See utils/metrics/ and
 docs/metrics.md for every metric's convention. ``torchrun --nproc_per_node N run_eval.py ...``
 shares the scoring among N processes; rank 0 prints and writes the one table.
 """
@@ -26,22 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Several processes: torchrun --nproc_per_node N run_eval.py ... shares the "
                                        "scoring; rank 0 writes the one table. See docs/distributed.md.",
                                 formatter_class=DefaultsFormatter)
-    p.add_argument("--fused", required=True, help="folder of fused images named <pair>.png")
+    p.add_argument("--fused", required=True, nargs="+", metavar="DIR",
+                   help="folder(s) of fused images named <pair>.png; several = several methods compared")
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="one name per --fused folder for the table (default: the folder names)")
     p.add_argument("--test_path", help="folder of source pairs (any layout run_infer.py accepts)")
     p.add_argument("--ir", help="folder of infrared sources (with --vis), matched by file name")
     p.add_argument("--vis", help="folder of visible sources (with --ir)")
     p.add_argument("--profile", choices=PROFILE_NAMES, default="standard",
-                   help="standard = conventions of the MATLAB toolbox of recent IVIF papers; "
-                        "densefuse = the DenseFuse paper's eight metrics as its authors computed them")
-    p.add_argument("--metrics", nargs="+", help="subset of the profile's metrics (default: all)")
-    p.add_argument("--csv", help="write the table (one row per pair and a mean row) as CSV")
-    p.add_argument("--json", help="write the table and conventions as JSON")
-    p.add_argument("--quiet", action="store_true", help="print only the mean row")
+                   help="standard = every metric the field reports, published definitions (docs/metrics.md); "
+                        "densefuse = the DenseFuse paper's eight metrics as its authors computed them; "
+                        "vifb = VIFB's 13 metrics exactly as its MATLAB code computes them")
+    p.add_argument("--metrics", nargs="+", help="subset of the profile's metrics, in this order (default: all)")
+    p.add_argument("--std", action="store_true", help="show mean ± standard deviation over the pairs")
+    p.add_argument("--csv", help="write per-pair rows and mean rows as CSV (with a method column for several)")
+    p.add_argument("--json", help="write rows, means, conventions (and the best per metric) as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the comparison table as Markdown, best in bold")
+    p.add_argument("--latex", metavar="FILE", help="write the comparison table as a LaTeX booktabs tabular")
+    p.add_argument("--quiet", action="store_true", help="print only the mean row (or the comparison table)")
     return p
 
 
-def sources_and_folder(args):
-    """The source pairs and the fused folder, with every check that needs no scoring."""
+def sources_and_methods(args):
+    """The source pairs and ``{method name: fused folder}``, with every check that needs no scoring."""
     from utils.evaluation import EvalError
     from utils.files import check_writable
     from utils.pairs import find_pairs, pairs_from_folders
@@ -51,46 +65,59 @@ def sources_and_folder(args):
         pairs = pairs_from_folders(Path(args.ir), Path(args.vis))
     else:
         raise EvalError("give --test_path DIR, or --ir DIR and --vis DIR")
-    fused = Path(args.fused)
-    if not fused.is_dir():
-        raise EvalError(f"{fused}: folder not found")
-    for out in filter(None, (args.csv, args.json)):  # before minutes of scoring, not after
+    folders = [Path(f) for f in args.fused]
+    for folder in folders:
+        if not folder.is_dir():
+            raise EvalError(f"{folder}: folder not found")
+    names = args.names or [f.name for f in folders]
+    if len(names) != len(folders):
+        raise EvalError(f"--names gives {len(names)} name(s) for {len(folders)} --fused folder(s)")
+    if len(set(names)) != len(names):
+        raise EvalError(f"method names {names} repeat; give distinct ones with --names")
+    for out in filter(None, (args.csv, args.json, args.markdown, args.latex)):  # before minutes of scoring
         if Path(out).is_dir():
-            raise EvalError(f"{out}: is a folder; give a file name for --csv/--json")
+            raise EvalError(f"{out}: is a folder; give a file name for --csv/--json/--markdown/--latex")
         if problem := check_writable(Path(out).parent, probe_bytes=1):
             raise EvalError(problem)
-    return pairs, fused
+    return pairs, dict(zip(names, folders, strict=True))
 
 
-def score(args, pairs, fused, ctx) -> tuple[list[dict], bool, str | None]:
-    """Every pair's row (in pair order) and whether any image was colour, or the first problem
-    met: under torchrun each rank scores its share and all ranks get the whole table."""
+def score(args, pairs, methods, ctx) -> tuple[dict[str, list[dict]], bool, str | None]:
+    """Every method's rows (in pair order) and whether any image was colour, or the first problem
+    met: under torchrun each rank scores its share of the pairs and all ranks get every row."""
     from utils import distributed as D
-    from utils.evaluation import EvalError, evaluate, locate
+    from utils.evaluation import EvalError, check_methods, evaluate_methods
     from utils.images import ImageReadError
-    locate(pairs, fused)  # every rank: a missing file stops all before any scoring
+    check_methods(pairs, methods)  # every rank: a missing file stops all before any scoring
     try:
-        rows, colour = evaluate(D.shard(pairs, ctx), fused, args.profile, args.metrics,
-                                progress=not args.quiet and ctx.main)
-        mine = (rows, colour, None)
+        results, colour = evaluate_methods(D.shard(pairs, ctx), methods, args.profile, args.metrics,
+                                           progress=not args.quiet and ctx.main)
+        mine = (results, colour, None)
     except (EvalError, ImageReadError, ValueError) as e:
-        mine = ([], False, str(e))
+        mine = ({}, False, str(e))
     parts = D.gather(mine, ctx)
     problems = [p[2] for p in parts if p[2]]
     if problems:
-        return [], False, problems[0]
-    return D.unshard([p[0] for p in parts], len(pairs)), any(p[1] for p in parts), None
+        return {}, False, problems[0]
+    results = {m: D.unshard([p[0][m] for p in parts], len(pairs)) for m in methods}
+    return results, any(p[1] for p in parts), None
 
 
-def report(args, rows: list[dict], colour: bool, fused: Path) -> None:
+def _title(args, what: str, pairs: int, colour: bool) -> str:
+    title = f"profile {args.profile}: {what} ({pairs} pairs)"
+    if colour:
+        title += ("; colour images scored per channel, as VIFB" if args.profile == "vifb"
+                  else "; colour images scored on luma Y (BT.601)")
+    return title
+
+
+def report_one(args, rows: list[dict], colour: bool, fused: Path) -> None:
+    """One method: the per-pair table and its mean row, as before comparisons existed."""
     from utils.evaluation import format_table, mean_row, write_csv, write_json
     from utils.metrics import CONVENTIONS
     conventions = CONVENTIONS[args.profile]
-    rows.append(mean_row(rows))
-    title = f"profile {args.profile}: {fused} ({len(rows) - 1} pairs)"
-    if colour:
-        title += "; colour images scored on luma Y (BT.601)"
-    print(format_table(rows if not args.quiet else rows[-1:], title))
+    rows = [*rows, mean_row(rows)]
+    print(format_table(rows if not args.quiet else rows[-1:], _title(args, str(fused), len(rows) - 1, colour)))
     if not args.quiet:
         print("conventions:")
         for k in rows[0]:
@@ -101,7 +128,31 @@ def report(args, rows: list[dict], colour: bool, fused: Path) -> None:
     if args.json:
         write_json(rows, Path(args.json), {"profile": args.profile, "fused": str(fused),
                                            "conventions": {k: conventions[k] for k in rows[0] if k != "pair"},
-                                           "colour_scored_on_Y": colour})
+                                           "colour_scored_on_Y": colour and args.profile != "vifb"})
+
+
+def report(args, results: dict[str, list[dict]], colour: bool, methods: dict[str, Path]) -> None:
+    from utils import comparison as C
+    from utils.metrics import CONVENTIONS
+    summary = C.summarise(results)
+    if len(methods) == 1:
+        report_one(args, results[summary.methods[0]], colour, next(iter(methods.values())))
+    else:
+        print(C.text_table(summary, args.std, _title(args, f"{len(methods)} methods", summary.pairs, colour)))
+        if not args.quiet:
+            print("conventions:")
+            for k in summary.metrics:
+                print(f"  {k:>8}: {CONVENTIONS[args.profile][k]}")
+        meta = {"profile": args.profile, "fused": {m: str(f) for m, f in methods.items()},
+                "conventions": {k: CONVENTIONS[args.profile][k] for k in summary.metrics}}
+        if args.csv:
+            C.write_comparison_csv(results, summary, Path(args.csv))
+        if args.json:
+            C.write_comparison_json(results, summary, Path(args.json), meta)
+    if args.markdown:
+        Path(args.markdown).write_text(C.markdown_table(summary, args.std))
+    if args.latex:
+        Path(args.latex).write_text(C.latex_table(summary, args.std))
 
 
 def main(argv=None) -> int:
@@ -115,9 +166,9 @@ def main(argv=None) -> int:
     D.quiet_unless_main()
     ctx = D.SINGLE
     try:
-        pairs, fused = sources_and_folder(args)
+        pairs, methods = sources_and_methods(args)
         ctx, _ = D.start(torch.device("cpu"))
-        rows, colour, problem = score(args, pairs, fused, ctx)
+        results, colour, problem = score(args, pairs, methods, ctx)
         if problem:
             raise EvalError(problem)
     except (EvalError, PairError, ImageReadError, ValueError) as e:
@@ -127,7 +178,7 @@ def main(argv=None) -> int:
     finally:
         D.stop(ctx)
     if ctx.main:
-        report(args, rows, colour, fused)
+        report(args, results, colour, methods)
     return 0
 
 

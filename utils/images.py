@@ -117,6 +117,18 @@ def exif_rotated(path: str | os.PathLike) -> bool:
         return False
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) as :func:`load_image` will return it (EXIF turns applied), from the header
+    only; an unreadable file is an :class:`ImageReadError` naming it."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            turned = img.getexif().get(0x0112, 1) in EXIF_QUARTER_TURNS
+    except Exception as e:
+        raise ImageReadError(f"{path}: cannot read the image ({e})") from e
+    return (h, w) if turned else (w, h)
+
+
 def as_rgb(img: np.ndarray) -> np.ndarray:
     """(H, W, 3): a gray (H, W) image replicated to three channels, a colour one as it is (what an
     RGB network is given for a gray file)."""

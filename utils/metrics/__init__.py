@@ -21,21 +21,34 @@ from __future__ import annotations
 from functools import wraps
 
 from utils.metrics.gradient import QABF, nabf, qabf, qabf_analysis, qabf_max
-from utils.metrics.information import fmi, mutual_information, mutual_information_pair
+from utils.metrics.information import (
+    cross_entropy,
+    fmi,
+    mutual_information,
+    mutual_information_pair,
+    nmi,
+    qncie,
+    tsallis_entropy,
+)
 from utils.metrics.paper import DENSEFUSE
+from utils.metrics.perceptual import qcb, qcv
 from utils.metrics.similarity import (
     correlation_coefficient,
     mef_ssim,
     mef_ssim_scale,
     ms_ssim_metric,
+    mse,
     psnr,
+    qy,
+    rmse,
     scd,
     ssim_metric,
     ssim_pair,
     vif,
     vif_pair,
 )
-from utils.metrics.statistics import average_gradient, entropy, spatial_frequency, standard_deviation
+from utils.metrics.statistics import average_gradient, edge_intensity, entropy, spatial_frequency, standard_deviation
+from utils.metrics.vifb import VIFB
 
 
 def fused_only(fn):
@@ -59,9 +72,31 @@ STANDARD = {
     "SSIM": ssim_metric,
     "MS-SSIM": ms_ssim_metric,
     "PSNR": psnr,
+    "EI": fused_only(edge_intensity),
+    "CE": cross_entropy,
+    "NMI": nmi,
+    "QNCIE": qncie,
+    "TE": tsallis_entropy,
+    "Nabf": nabf,
+    "Qy": qy,
+    "Qcb": qcb,
+    "Qcv": qcv,
+    "MSE": mse,
+    "RMSE": rmse,
 }
 
-PROFILES = {"standard": STANDARD, "densefuse": DENSEFUSE}
+PROFILES = {"standard": STANDARD, "densefuse": DENSEFUSE, "vifb": VIFB}
+
+#: Profiles whose metrics take the images as stored, (H, W) or (H, W, 3), instead of their luma.
+COLOUR_AS_STORED = frozenset({"vifb"})
+
+#: Metrics where a smaller value is better (distortions, artefacts, divergences); all others:
+#: larger is better. The names are shared by every profile.
+LOWER_IS_BETTER = frozenset({"CE", "MSE", "RMSE", "Qcv", "Nabf"})
+
+
+def higher_is_better(name: str) -> bool:
+    return name not in LOWER_IS_BETTER
 
 
 def convention(fn) -> str:
@@ -80,7 +115,9 @@ def conventions_markdown(profile: str) -> str:
     return "\n".join(["| metric | convention |", "|---|---|", *rows])
 
 
-__all__ = ["CONVENTIONS", "DENSEFUSE", "PROFILES", "QABF", "STANDARD", "average_gradient", "conventions_markdown",
-           "correlation_coefficient", "entropy", "fmi", "mef_ssim", "mef_ssim_scale", "ms_ssim_metric",
-           "mutual_information", "mutual_information_pair", "nabf", "psnr", "qabf", "qabf_analysis", "qabf_max",
-           "scd", "spatial_frequency", "ssim_metric", "ssim_pair", "standard_deviation", "vif", "vif_pair"]
+__all__ = ["COLOUR_AS_STORED", "CONVENTIONS", "DENSEFUSE", "LOWER_IS_BETTER", "PROFILES", "QABF", "STANDARD", "VIFB",
+           "average_gradient", "conventions_markdown", "correlation_coefficient", "cross_entropy", "edge_intensity",
+           "entropy", "fmi", "higher_is_better", "mef_ssim", "mef_ssim_scale", "ms_ssim_metric", "mse",
+           "mutual_information", "mutual_information_pair", "nabf", "nmi", "psnr", "qabf", "qabf_analysis",
+           "qabf_max", "qcb", "qcv", "qncie", "qy", "rmse", "scd", "spatial_frequency", "ssim_metric", "ssim_pair",
+           "standard_deviation", "tsallis_entropy", "vif", "vif_pair"]

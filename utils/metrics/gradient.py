@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import signal
+from scipy import ndimage, signal
 
 from utils.metrics.common import as_f64
 
@@ -16,6 +16,7 @@ SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
 def _sobel(img: np.ndarray):
     """Gradient magnitude and angle, MATLAB conv2(img, h, 'same') with zero borders;
     angle atan(gy/gx), pi/2 where gx = 0."""
+    # convolve2d sums in conv2's order: analysis_Qabf.m's tie test (equal magnitudes) depends on it
     gx = signal.convolve2d(img, SOBEL_X, mode="same", boundary="fill")
     gy = signal.convolve2d(img, SOBEL_Y, mode="same", boundary="fill")
     g = np.sqrt(gx * gx + gy * gy)
@@ -82,14 +83,17 @@ NABF = {"td": 2.0, "wt_min": 0.001, "lg": 1.5, "nrg": 0.9999, "kg": 19.0, "sg": 
 
 def _kumar_sobel(x: np.ndarray):
     """Kumar's ``sobel_fn``: correlation with Sobel kernels / 8 on a reflect-extended image."""
-    xe = np.pad(x, 1, mode="reflect")
     kv = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64) / 8
     kh = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], dtype=np.float64) / 8
-    return signal.correlate2d(xe, kv, mode="valid"), signal.correlate2d(xe, kh, mode="valid")
+    # ndimage's "mirror" is NumPy's "reflect": the edge pixel is not repeated
+    return ndimage.correlate(x, kv, mode="mirror"), ndimage.correlate(x, kh, mode="mirror")
 
 
 def nabf(a, b, f) -> float:
-    """N_abf, the modified fusion-artefact measure of B. K. Shreyamsha Kumar (SIViP 2013):
+    """Nabf: Kumar's modified artefact measure, Sobel/8 on reflected borders, w = g^1.5 where
+    g >= 2 else 0.001, gray levels 0-255; lower is better, [0, 1].
+
+    N_abf, the modified fusion-artefact measure of B. K. Shreyamsha Kumar (SIViP 2013):
     sum over pixels where g_F > g_A and g_F > g_B of (1-Q^AF) w_A + (1-Q^BF) w_B, divided by
     sum(w_A + w_B); Q = sqrt(Q_g Q_a) with Petrovic's constants (0.9999, 19, 0.5; 0.9995, 22,
     0.5), w = g^1.5 where g >= 2 else 0.001, Sobel/8 on a reflect-extended image. Lower is

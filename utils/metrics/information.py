@@ -4,7 +4,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft
 
-from utils.metrics.common import LEVELS, as_f64, entropy_of_counts, levels
+from utils.metrics.common import (
+    LEVELS,
+    as_f64,
+    entropy_of_counts,
+    histogram,
+    joint_histogram,
+    levels,
+    normalize_levels,
+)
 
 
 def mutual_information_pair(x: np.ndarray, f: np.ndarray) -> float:
@@ -111,3 +119,90 @@ def fmi(a, b, f, feature: str = "wavelet", w: int = 3, chunk: int = 2000) -> flo
         total += float(np.sum(_fmi_windows(fa[s], ff[s]) + _fmi_windows(fb[s], ff[s])) / 2)
     return total / len(ff)
 
+
+
+# Histogram measures beyond MI: CE, NMI, QNCIE, TE
+
+def _kl_bits(p: np.ndarray, q: np.ndarray) -> float:
+    both = (p > 0) & (q > 0)
+    return float(np.sum(p[both] * np.log2(p[both] / q[both])))
+
+
+def cross_entropy(a, b, f) -> float:
+    """CE: (KL(h_A||h_F)+KL(h_B||h_F))/2, 256-bin histograms of levels 0-255, bits, bins empty in
+    either skipped; lower is better.
+
+    Cross entropy of Bulanon, Burks & Alchanatis (2009) as VIFB computes it: the relative entropy
+    sum_k p_X(k) log2(p_X(k)/p_F(k)) of each source's gray-level histogram to F's, over the
+    levels present in both (a level missing from F would make it infinite), averaged over the
+    two sources. 0 when F's histogram equals both sources'. (IVIF_ZOO's "CE" is something else:
+    the binary cross-entropy of sigmoid(F) to sigmoid((A+B)/2), see docs/metrics.md.)"""
+    a, b, f = as_f64(a, b, f)
+    hf = histogram(f)
+    return (_kl_bits(histogram(a), hf) + _kl_bits(histogram(b), hf)) / 2.0
+
+
+def _normalised_mi(x: np.ndarray, f: np.ndarray) -> float:
+    """2 MI(X,F) / (H(X) + H(F)); 1 when both are constant (0/0: they share all there is)."""
+    joint = joint_histogram(x, f)
+    hx, hf = entropy_of_counts(joint.sum(1)), entropy_of_counts(joint.sum(0))
+    if hx + hf == 0:
+        return 1.0
+    return 2 * (hx + hf - entropy_of_counts(joint.ravel())) / (hx + hf)
+
+
+def nmi(a, b, f) -> float:
+    """NMI: Hossny: 2[MI(A,F)/(H(A)+H(F)) + MI(B,F)/(H(B)+H(F))], 256-bin histograms of levels 0-255; range [0, 2].
+
+    Hossny, Nahavandi & Creighton, "Comments on 'Information measure for performance of image
+    fusion'", Electronics Letters 44 (2008): each MI normalised by the two entropies, so the
+    value no longer rewards F for merely copying a high-entropy source. Log base cancels. 2 when
+    F equals both sources; a term whose images are both constant counts 1 (0/0)."""
+    a, b, f = as_f64(a, b, f)
+    return _normalised_mi(a, f) + _normalised_mi(b, f)
+
+
+def _ncc(x: np.ndarray, y: np.ndarray) -> float:
+    """Nonlinear correlation coefficient: MI of the 256-level histograms in log base 256, [0, 1]."""
+    joint = joint_histogram(x, y)
+    mi = entropy_of_counts(joint.sum(1)) + entropy_of_counts(joint.sum(0)) - entropy_of_counts(joint.ravel())
+    return mi / np.log2(LEVELS)
+
+
+def qncie(a, b, f) -> float:
+    """QNCIE: Wang's NCIE, 1 + sum (l_i/3) log_256(l_i/3) over eigenvalues l_i of the 3x3 NCC
+    matrix, levels min-max stretched as Liu's code; [0, 1].
+
+    Wang, Shen & Zhang (2005) nonlinear correlation information entropy as Zheng Liu's
+    ``metricWang.m`` computes it: every image stretched to 0-255 and rounded, NCC(X,Y) = MI in
+    log base b = 256 from the joint histogram, R the 3x3 matrix of NCC(A,B), NCC(A,F), NCC(B,F)
+    with ones on the diagonal, QNCIE = 1 - H_R, H_R = -sum_i (l_i/3) log_b(l_i/3). 1 when all
+    three images are equal, 0 when pairwise independent. Negative eigenvalues (R need not be
+    positive definite) count 0 instead of MATLAB's complex logarithm."""
+    a, b, f = (normalize_levels(x) for x in as_f64(a, b, f))
+    nab, naf, nbf = _ncc(a, b), _ncc(a, f), _ncc(b, f)
+    r = np.linalg.eigvalsh(np.array([[1, nab, naf], [nab, 1, nbf], [naf, nbf, 1]])) / 3
+    r = r[r > 0]
+    return float(1 + np.sum(r * np.log(r)) / np.log(LEVELS))
+
+
+TSALLIS_Q = 1.85
+
+
+def _tsallis_mi(x: np.ndarray, f: np.ndarray, q: float) -> float:
+    joint = joint_histogram(x, f)
+    outer = np.outer(joint.sum(1), joint.sum(0))
+    keep = outer > 0
+    return float((1 - np.sum(joint[keep] ** q / outer[keep] ** (q - 1))) / (1 - q))
+
+
+def tsallis_entropy(a, b, f) -> float:
+    """TE: Tsallis MI I_q(A,F)+I_q(B,F), q = 1.85 (Cvejic's), 256x256 joint histograms of levels 0-255.
+
+    Cvejic, Canagarajah & Bull, "Image fusion metric based on mutual information and Tsallis
+    entropy", Electronics Letters 42 (2006): I_q(X,F) = (1 - sum p(x,f)^q / (p(x) p(f))^(q-1))
+    / (1 - q), tending to Shannon MI (in nats) as q -> 1; 0 for independent images. Liu's code
+    (MEFB's TE) stretches the images first and pairs each joint cell with the other image's
+    marginal; IVIF_ZOO's "TE" is H(A) + H(B) - H(F) (q = 1). See docs/metrics.md."""
+    a, b, f = as_f64(a, b, f)
+    return _tsallis_mi(a, f, TSALLIS_Q) + _tsallis_mi(b, f, TSALLIS_Q)

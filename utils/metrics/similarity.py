@@ -1,11 +1,11 @@
-"""Similarity of F to the sources: CC, SCD, PSNR, SSIM, MS-SSIM, VIF, MEF-SSIM."""
+"""Similarity of F to the sources: CC, SCD, MSE, RMSE, PSNR, SSIM, MS-SSIM, VIF, MEF-SSIM, Qy."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import torch
-from pytorch_msssim import ms_ssim, ssim
+from pytorch_msssim import ms_ssim
 
 from utils.metrics.common import as_f64, box_valid, corr, filter_valid, gaussian
 
@@ -36,15 +36,39 @@ def psnr(a, b, f) -> float:
     return math.inf if mse == 0 else float(10 * math.log10(255.0 ** 2 / mse))
 
 
+def mse(a, b, f) -> float:
+    """MSE: (MSE(F,A)+MSE(F,B))/2, mean squared difference, gray levels 0-255; lower is better.
+
+    The mean over pixels of (F - X)^2, averaged over the two sources; 0 iff F equals both.
+    IVIF_ZOO reports it on [0, 1] (this value / 255^2)."""
+    a, b, f = as_f64(a, b, f)
+    return float((np.mean((f - a) ** 2) + np.mean((f - b) ** 2)) / 2.0)
+
+
+def rmse(a, b, f) -> float:
+    """RMSE: sqrt(MSE), MSE as above, gray levels 0-255, so that PSNR = 20 log10(255/RMSE); lower is better.
+
+    VIFB's "RMSE" is another quantity (sqrt of the summed squared error / (H*W), averaged over the
+    sources: this value / sqrt(H*W) only when both errors are equal); profile ``vifb`` has it."""
+    return math.sqrt(mse(a, b, f))
+
+
 def _torch(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))[None, None]
 
 
 def ssim_pair(x: np.ndarray, f: np.ndarray, data_range: float = 255.0) -> float:
-    """SSIM (Wang et al. 2004) via pytorch-msssim: 11x11 Gaussian window, sigma 1.5, K1 0.01,
-    K2 0.03, L = ``data_range``; mean of the SSIM map over the valid (unpadded) region."""
+    """SSIM (Wang et al. 2004) as MATLAB's reference ``ssim_index``: 11x11 Gaussian window
+    (sigma 1.5, float64), K1 0.01, K2 0.03, L = ``data_range``; mean of the SSIM map over the valid
+    (unpadded) region. Written here rather than taken from pytorch-msssim, which builds its window
+    in float32 (the sixth decimal moves) and is five times slower in float64."""
     x, f = as_f64(x, f)
-    return float(ssim(_torch(f), _torch(x), data_range=data_range, size_average=True))
+    w, c1, c2 = gaussian(11, 1.5), (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, mf = filter_valid(x, w), filter_valid(f, w)
+    sxx = filter_valid(x * x, w) - mx * mx
+    sff = filter_valid(f * f, w) - mf * mf
+    sxf = filter_valid(x * f, w) - mx * mf
+    return float(np.mean((2 * mx * mf + c1) * (2 * sxf + c2) / ((mx * mx + mf * mf + c1) * (sxx + sff + c2))))
 
 
 def ssim_metric(a, b, f) -> float:
@@ -63,8 +87,9 @@ def ms_ssim_metric(a, b, f) -> float:
     a, b, f = as_f64(a, b, f)
     if min(f.shape) <= 160:
         raise ValueError(f"MS-SSIM needs images larger than 160 pixels per side, got {f.shape}")
-    vals = [float(ms_ssim(_torch(f), _torch(x), data_range=255.0)) for x in (a, b)]
-    return sum(vals) / 2.0
+    both = ms_ssim(torch.cat([_torch(f)] * 2), torch.cat([_torch(a), _torch(b)]), data_range=255.0,
+                   size_average=False)  # one batch of two: a third faster than two calls
+    return float(both.mean())
 
 
 def vif_pair(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
@@ -173,3 +198,44 @@ def mef_ssim(a, b, f, levels: int = 3) -> float:
     with np.errstate(invalid="ignore"):
         return float(np.prod(np.power(np.array(q), weights)))
 
+
+
+#: Local statistics below this (gray levels^2) are FFT round-off of a flat window, counted as 0.
+FLAT = 1e-9
+
+
+def _ssim_yang(x: np.ndarray, y: np.ndarray):
+    """Liu's ``ssim_yang``: SSIM map on 7x7 Gaussian (sigma 1.5) valid windows, C1 = C2 = 2e-16;
+    also the two local variances."""
+    win, c = gaussian(7, 1.5), 2e-16
+    mx, my = filter_valid(x, win), filter_valid(y, win)
+    sxx = filter_valid(x * x, win) - mx * mx
+    syy = filter_valid(y * y, win) - my * my
+    sxy = filter_valid(x * y, win) - mx * my
+    sxx, syy = np.where(sxx < FLAT, 0, sxx), np.where(syy < FLAT, 0, syy)
+    sxy = np.where(np.abs(sxy) < FLAT, 0, sxy)
+    ssim_map = (2 * mx * my + c) * (2 * sxy + c) / ((mx * mx + my * my + c) * (sxx + syy + c))
+    return ssim_map, sxx, syy
+
+
+def qy(a, b, f) -> float:
+    """Qy: Yang's SSIM-based measure, 7x7 Gaussian sigma 1.5 valid windows, C1 = C2 = 2e-16,
+    redundancy threshold SSIM(A,B) >= 0.75, gray levels 0-255; [0, 1].
+
+    Yang, Zhang, Wang & Liu, "A novel similarity based quality metric for image fusion",
+    Information Fusion 9 (2008), as Liu's ``metricYang.m``: where SSIM(A,B) >= 0.75 (redundant
+    windows) lambda SSIM(A,F) + (1-lambda) SSIM(B,F) with lambda = var_A/(var_A + var_B), elsewhere
+    max(SSIM(A,F), SSIM(B,F)); the mean over windows. Windows flat in both sources (lambda 0/0,
+    NaN in that code) are left out, as MEFB's copy does; local variances below 1e-9 are FFT
+    round-off and count 0. 1 when F equals both sources."""
+    a, b, f = as_f64(a, b, f)
+    s_ab, va, vb = _ssim_yang(a, b)
+    s_af, _, _ = _ssim_yang(a, f)
+    s_bf, _, _ = _ssim_yang(b, f)
+    keep = (va + vb) > 0
+    if not keep.any():
+        return float(np.mean(np.maximum(s_af, s_bf)))
+    lam = va[keep] / (va[keep] + vb[keep])
+    redundant = s_ab[keep] >= 0.75
+    q = np.where(redundant, lam * s_af[keep] + (1 - lam) * s_bf[keep], np.maximum(s_af[keep], s_bf[keep]))
+    return float(np.mean(q))

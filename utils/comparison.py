@@ -1,0 +1,137 @@
+"""Comparison tables: several methods' scores of one set side by side, the best per metric marked.
+
+``summarise`` turns the per-pair rows of each method into means and standard deviations over the
+pairs (sample SD, n - 1; 0 for one pair) and picks the best method of each metric by its direction
+(:data:`utils.metrics.LOWER_IS_BETTER`). Best means best as printed: means equal to the printed
+four decimals all count. Non-finite means (a metric that gave inf or NaN on some pair) are never
+best. The writers render one summary as console text, Markdown, LaTeX, CSV or JSON.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.metrics import higher_is_better
+
+DECIMALS = 4
+
+
+@dataclass
+class Summary:
+    methods: list[str]
+    metrics: list[str]
+    mean: dict[str, dict[str, float]]  # method -> metric -> mean over pairs
+    std: dict[str, dict[str, float]]
+    best: dict[str, list[str]]  # metric -> the methods with the best printed mean
+    pairs: int
+
+
+def summarise(results: dict[str, list[dict]]) -> Summary:
+    """Means, SDs and best methods of ``{method: rows}`` (rows as :func:`utils.evaluation.evaluate` gives)."""
+    methods = list(results)
+    metrics = [k for k in results[methods[0]][0] if k != "pair"]
+    mean = {m: {k: float(np.mean([r[k] for r in rows])) for k in metrics} for m, rows in results.items()}
+    std = {m: {k: float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0 for k in metrics}
+           for m, rows in results.items()}
+    best = {}
+    for k in metrics:
+        shown = {m: round(mean[m][k], DECIMALS) for m in methods if math.isfinite(mean[m][k])}
+        if shown:
+            top = max(shown.values()) if higher_is_better(k) else min(shown.values())
+            best[k] = [m for m, v in shown.items() if v == top]
+        else:
+            best[k] = []
+    return Summary(methods, metrics, mean, std, best, len(results[methods[0]]))
+
+
+def _value(s: Summary, method: str, metric: str, with_std: bool) -> str:
+    v = s.mean[method][metric]
+    text = f"{v:.{DECIMALS}f}" if math.isfinite(v) else str(v)
+    return text + (f" ± {s.std[method][metric]:.{DECIMALS}f}" if with_std and math.isfinite(v) else "")
+
+
+def arrow(metric: str) -> str:
+    return "↑" if higher_is_better(metric) else "↓"
+
+
+def text_table(s: Summary, with_std: bool = False, title: str = "") -> str:
+    """Metrics as rows, methods as columns (fits a terminal for many metrics); best marked ``*``."""
+    cells = {(k, m): _value(s, m, k, with_std) + ("*" if m in s.best[k] else " ") for k in s.metrics
+             for m in s.methods}
+    width = {m: max(len(m), *(len(cells[(k, m)]) for k in s.metrics)) for m in s.methods}
+    name_w = max(6, *(len(k) for k in s.metrics))
+    head = f"{'metric':<{name_w}}   " + "  ".join(f"{m:>{width[m]}}" for m in s.methods)
+    lines = [title] if title else []
+    lines += [head, "-" * len(head)]
+    for k in s.metrics:
+        lines.append(f"{k:<{name_w}} {arrow(k)} " + "  ".join(f"{cells[(k, m)]:>{width[m]}}" for m in s.methods))
+    lines.append(f"mean over {s.pairs} pair(s){' ± SD' if with_std else ''}; ↑ higher is better, ↓ lower; "
+                 "* best (ties as printed)")
+    return "\n".join(lines)
+
+
+def markdown_table(s: Summary, with_std: bool = False) -> str:
+    """Methods as rows, metrics as columns with their direction; the best of each column in bold."""
+    head = "| method | " + " | ".join(f"{k} {arrow(k)}" for k in s.metrics) + " |"
+    rows = [head, "|---|" + "---|" * len(s.metrics)]
+    for m in s.methods:
+        vals = [f"**{_value(s, m, k, with_std)}**" if m in s.best[k] else _value(s, m, k, with_std)
+                for k in s.metrics]
+        rows.append(f"| {m} | " + " | ".join(vals) + " |")
+    return "\n".join(rows) + "\n"
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def latex_table(s: Summary, with_std: bool = False) -> str:
+    """A booktabs ``tabular``: methods as rows, metrics with $\\uparrow$/$\\downarrow$, best in bold."""
+    def cell(m, k):
+        text = _value(s, m, k, with_std).replace(" ± ", r" $\pm$ ")
+        return rf"\textbf{{{text}}}" if m in s.best[k] else text
+
+    arrows = {True: r"$\uparrow$", False: r"$\downarrow$"}
+    lines = [r"\begin{tabular}{l" + "r" * len(s.metrics) + "}", r"\toprule",
+             "Method & " + " & ".join(f"{latex_escape(k)} {arrows[higher_is_better(k)]}" for k in s.metrics)
+             + r" \\", r"\midrule"]
+    lines += [latex_escape(m) + " & " + " & ".join(cell(m, k) for k in s.metrics) + r" \\" for m in s.methods]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison_csv(results: dict[str, list[dict]], s: Summary, path: Path) -> None:
+    """One row per method and pair, then a ``mean`` and an ``sd`` row per method."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["method", "pair", *s.metrics])
+        for m, rows in results.items():
+            w.writerows([m, r["pair"], *(r[k] for k in s.metrics)] for r in rows)
+        for m in s.methods:
+            w.writerow([m, "mean", *(s.mean[m][k] for k in s.metrics)])
+            w.writerow([m, "sd", *(s.std[m][k] for k in s.metrics)])
+
+
+def _finite(v):
+    return v if not isinstance(v, float) or math.isfinite(v) else None
+
+
+def write_comparison_json(results: dict[str, list[dict]], s: Summary, path: Path, meta: dict) -> None:
+    """Per method: folder (from ``meta``), rows, mean, sd; per metric: direction and best methods."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    methods = {m: {"fused": meta["fused"][m], "rows": [{k: _finite(v) for k, v in r.items()} for r in rows],
+                   "mean": {k: _finite(v) for k, v in s.mean[m].items()},
+                   "sd": {k: _finite(v) for k, v in s.std[m].items()}} for m, rows in results.items()}
+    data = {**{k: v for k, v in meta.items() if k != "fused"}, "pairs": s.pairs, "methods": methods,
+            "higher_is_better": {k: higher_is_better(k) for k in s.metrics}, "best": s.best}
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
