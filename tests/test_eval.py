@@ -91,3 +91,74 @@ def test_output_that_is_a_folder_fails_before_scoring(fused, flat_set, tmp_path,
     captured = capsys.readouterr()
     assert rc == 2 and f"error: {tmp_path}: is a folder; give a file name for --csv/--json" in captured.err
     assert "mean" not in captured.out  # nothing was scored
+
+
+def _method(tmp_path, flat_set, name, fn):
+    """A fused folder made from the sources by ``fn`` (a method whose output we know)."""
+    from utils.pairs import find_pairs
+    out = tmp_path / name
+    out.mkdir()
+    for p in find_pairs(flat_set)[1]:
+        a = np.asarray(Image.open(p.ir).convert("L"), dtype=np.float64)
+        b = np.asarray(Image.open(p.vis).convert("L"), dtype=np.float64)
+        Image.fromarray(fn(a, b).astype(np.uint8)).save(out / f"{p.name}.png")
+    return out
+
+
+def test_comparison_of_methods(flat_set, tmp_path, capsys):
+    avg = _method(tmp_path, flat_set, "avg", lambda a, b: np.floor((a + b) / 2 + 0.5))
+    ir = _method(tmp_path, flat_set, "ir", lambda a, b: a)
+    rc = run_eval.main(["--fused", str(avg), str(ir), "--names", "mean_AB", "IR", "--test_path", str(flat_set),
+                        "--metrics", "EN", "MSE", "Qabf", "--std", "--markdown", str(tmp_path / "t.md"),
+                        "--latex", str(tmp_path / "t.tex"), "--csv", str(tmp_path / "t.csv"),
+                        "--json", str(tmp_path / "t.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any(t.startswith("MSE ") and " ↓ " in t for t in lines) and any(t.startswith("EN ") and " ↑ " in t
+                                                                          for t in lines) and "±" in out
+    data = json.loads((tmp_path / "t.json").read_text())
+    rows = {m: data["methods"][m]["rows"] for m in ("mean_AB", "IR")}
+    assert len(rows["IR"]) == 3 and data["higher_is_better"] == {"EN": True, "MSE": False, "Qabf": True}
+    # the best of each column is the better mean in that metric's direction
+    for k, higher in data["higher_is_better"].items():
+        means = {m: data["methods"][m]["mean"][k] for m in rows}
+        assert data["best"][k] == [(max if higher else min)(means, key=means.get)], k
+    assert data["methods"]["mean_AB"]["mean"]["EN"] == pytest.approx(np.mean([r["EN"] for r in rows["mean_AB"]]))
+    assert data["methods"]["mean_AB"]["sd"]["EN"] == pytest.approx(np.std([r["EN"] for r in rows["mean_AB"]],
+                                                                          ddof=1))
+    md = (tmp_path / "t.md").read_text().splitlines()
+    assert md[0] == "| method | EN ↑ | MSE ↓ | Qabf ↑ |" and md[2].startswith("| mean_AB |")
+    assert md[2 + ["mean_AB", "IR"].index(data["best"]["MSE"][0])].split(" | ")[2].startswith("**")
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"mean\_AB" in tex and r"\textbf{" in tex and r"MSE $\downarrow$" in tex and r"$\pm$" in tex
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0] == "method,pair,EN,MSE,Qabf" and len(lines) == 1 + 2 * 3 + 2 * 2
+
+
+def test_comparison_checks_every_method_before_scoring(flat_set, tmp_path, capsys):
+    good = _method(tmp_path, flat_set, "good", lambda a, b: a)
+    bad = _method(tmp_path, flat_set, "bad", lambda a, b: b)
+    (bad / "3.png").unlink()
+    Image.new("L", (5, 5)).save(bad / "2.png")
+    assert run_eval.main(["--fused", str(good), str(bad), "--test_path", str(flat_set)]) == 2
+    captured = capsys.readouterr()
+    assert "method 'bad'" in captured.err and "'3'" in captured.err and "5x5" in captured.err
+    assert "good" not in captured.err and "mean over" not in captured.out  # nothing was scored
+    assert run_eval.main(["--fused", str(good), str(bad), "--names", "one", "--test_path", str(flat_set)]) == 2
+    assert "--names gives 1 name(s) for 2" in capsys.readouterr().err
+
+
+def test_vifb_profile_scores_colour_per_channel(tmp_path, capsys):
+    write_gray(tmp_path / "S" / "ir" / "a.png", 40, 44, 0)
+    write_rgb(tmp_path / "S" / "vi" / "a.png", 40, 44, 1)
+    write_rgb(tmp_path / "F" / "a.png", 40, 44, 2)
+    rc = run_eval.main(["--fused", str(tmp_path / "F"), "--ir", str(tmp_path / "S" / "ir"), "--vis",
+                        str(tmp_path / "S" / "vi"), "--profile", "vifb", "--json", str(tmp_path / "v.json")])
+    assert rc == 0 and "per channel, as VIFB" in capsys.readouterr().out
+    got = json.loads((tmp_path / "v.json").read_text())["rows"][0]
+    load = lambda p: np.asarray(Image.open(p), dtype=np.float64)  # noqa: E731
+    a, b = load(tmp_path / "S" / "ir" / "a.png"), load(tmp_path / "S" / "vi" / "a.png")
+    f = load(tmp_path / "F" / "a.png")
+    assert got["EN"] == pytest.approx(np.mean([M.entropy(f[..., k]) for k in range(3)]))
+    assert got["SSIM"] == pytest.approx(np.mean([M.VIFB["SSIM"](a, b[..., k], f[..., k]) for k in range(3)]))

@@ -171,14 +171,15 @@ def _ncc(x: np.ndarray, y: np.ndarray) -> float:
 
 def qncie(a, b, f) -> float:
     """QNCIE: Wang's NCIE, 1 + sum (l_i/3) log_256(l_i/3) over eigenvalues l_i of the 3x3 NCC
-    matrix, levels min-max stretched as Liu's code; [0, 1].
+    matrix, levels min-max stretched as Liu's code; [0.802, 1].
 
     Wang, Shen & Zhang (2005) nonlinear correlation information entropy as Zheng Liu's
     ``metricWang.m`` computes it: every image stretched to 0-255 and rounded, NCC(X,Y) = MI in
     log base b = 256 from the joint histogram, R the 3x3 matrix of NCC(A,B), NCC(A,F), NCC(B,F)
     with ones on the diagonal, QNCIE = 1 - H_R, H_R = -sum_i (l_i/3) log_b(l_i/3). 1 when all
-    three images are equal, 0 when pairwise independent. Negative eigenvalues (R need not be
-    positive definite) count 0 instead of MATLAB's complex logarithm."""
+    three are one image with a flat histogram (NCC(X,X) = H(X)/8 bits), 1 - log_256(3) = 0.802
+    (its floor) when pairwise independent. Negative eigenvalues (R need not be positive
+    definite) count 0 instead of MATLAB's complex logarithm."""
     a, b, f = (normalize_levels(x) for x in as_f64(a, b, f))
     nab, naf, nbf = _ncc(a, b), _ncc(a, f), _ncc(b, f)
     r = np.linalg.eigvalsh(np.array([[1, nab, naf], [nab, 1, nbf], [naf, nbf, 1]])) / 3
