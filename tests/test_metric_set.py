@@ -8,16 +8,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from tests.test_metrics import img
 from utils import metrics as M
 from utils.metrics.common import gaussian, normalize_levels
 from utils.metrics.vifb import rgb2gray
-
-
-def img(h=48, w=56, seed=0):
-    r = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    return np.clip(np.rint(128 + 60 * np.sin(x / 5 + seed) * np.cos(y / 7) + r.normal(0, 12, (h, w))), 0, 255)
-
 
 A, B = img(seed=1), img(seed=2)
 F = np.floor((A + B) / 2 + 0.5)
