@@ -44,11 +44,6 @@ def load_levels(path: Path, as_stored: bool = False) -> tuple[np.ndarray, bool]:
     return (np.rint(levels) if as_stored else levels), colour
 
 
-def locate(pairs: list[Pair], fused_dir: Path) -> list[tuple[Pair, Path]]:
-    """Each pair with its fused file; an EvalError names the first pair without one."""
-    return [(p, fused_file(fused_dir, p.name)) for p in pairs]
-
-
 def _listed(names: list[str], most: int = 8) -> str:
     shown = ", ".join(repr(n) for n in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
@@ -68,7 +63,9 @@ def check_methods(pairs: list[Pair], methods: dict[str, Path]) -> dict[str, list
             except EvalError:
                 missing.append(p.name)
                 continue
-            src, got = sizes.setdefault(p.name, image_size(p.ir)), image_size(ff)
+            if p.name not in sizes:  # each source header read once, not once per method
+                sizes[p.name] = image_size(p.ir)
+            src, got = sizes[p.name], image_size(ff)
             if got != src:
                 wrong.append(f"pair {p.name!r}: fused image {ff.name} is {got[0]}x{got[1]}, "
                              f"sources are {src[0]}x{src[1]}")

@@ -39,9 +39,12 @@ def per_channel(fn):
     def metric(a, b, f):
         if f.ndim == 2:
             return fn(rgb2gray(a), rgb2gray(b), f)
-        pick = [(lambda x, k=k: x[..., k] if x.ndim == 3 else x) for k in range(f.shape[2])]
-        return float(np.mean([fn(p(a), p(b), f[..., k]) for k, p in enumerate(pick)]))
+        return float(np.mean([fn(_channel(a, k), _channel(b, k), f[..., k]) for k in range(f.shape[2])]))
     return metric
+
+
+def _channel(x: np.ndarray, k: int) -> np.ndarray:
+    return x[..., k] if x.ndim == 3 else x
 
 
 def _sse_root(x: np.ndarray, f: np.ndarray) -> float:
