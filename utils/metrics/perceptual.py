@@ -9,6 +9,8 @@ symmetric about zero, so the filtered image is complex; the code keeps it comple
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import fft as sp_fft
 from scipy import ndimage
@@ -41,6 +43,12 @@ def _gaussian31(sigma: float) -> np.ndarray:
     return np.exp(-(x * x + y * y) / (2 * sigma * sigma)) / (2 * np.pi * sigma * sigma)
 
 
+@functools.lru_cache(maxsize=8)
+def _gaussian31_spectrum(sigma: float, size: tuple[int, int]) -> np.ndarray:
+    """FFT of :func:`_gaussian31` zero-padded to ``size``: the same for the three images of a pair."""
+    return sp_fft.fft2(_gaussian31(sigma), size)
+
+
 def _contrast_response(x: np.ndarray, p=QCB) -> np.ndarray:
     """Masked local band-limited contrast k|C|^p / (h|C|^q + Z), C = (G1*x)/(G2*x) - 1, the two
     filter2 'same' (zero borders) from one FFT of x."""
@@ -49,7 +57,7 @@ def _contrast_response(x: np.ndarray, p=QCB) -> np.ndarray:
     spectrum = sp_fft.fft2(x, size)
 
     def same(sigma):
-        full = sp_fft.ifft2(spectrum * sp_fft.fft2(_gaussian31(sigma), size))
+        full = sp_fft.ifft2(spectrum * _gaussian31_spectrum(sigma, size))
         return full[15:15 + h, 15:15 + w]
 
     g1, g2 = same(p["sigma1"]), same(p["sigma2"])
@@ -78,8 +86,8 @@ def qcb(a, b, f) -> float:
     Scale-free. Where the code divides 0/0 (flat regions, constant images) Q = 1 and the lambdas
     are 1/2 here; the MATLAB code returns NaN there."""
     a, b, f = as_f64(a, b, f)
-    s = np.exp(-(_radius(f.shape, QCB["cut"]) / QCB["f0"]) ** 2)
-    s = s - QCB["a"] * np.exp(-(_radius(f.shape, QCB["cut"]) / QCB["f1"]) ** 2)
+    r = _radius(f.shape, QCB["cut"])
+    s = np.exp(-(r / QCB["f0"]) ** 2) - QCB["a"] * np.exp(-(r / QCB["f1"]) ** 2)
     ca, cb, cf = (_contrast_response(_csf_filter(normalize_levels(x), s)) for x in (a, b, f))
     qa, qb = _ratio(ca, cf), _ratio(cb, cf)
     wa, wb = ca * ca, cb * cb
