@@ -131,12 +131,15 @@ def prepare(cfg: TrainConfig, explicit: frozenset[str]):
     init = T.initial_weights(cfg) if cfg.init_from and resume is None else None
     if cfg.lr is None:
         cfg.lr = T.FINETUNE_LR if init is not None else 1e-4
-    return cfg, device, training_images(cfg), init, resume
+    return cfg, device, training_images(cfg, resume), init, resume
 
 
-def training_images(cfg: TrainConfig) -> list[Path]:
+def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
+    """The training files: every image below --image_path that decodes, sorted; for a resume,
+    checked to be the run's own list (a moved folder is fine, other files are refused)."""
     from utils import training as T
-    from utils.data import check_readable, list_images
+    from utils.data import check_decodable, list_images
+    from utils.distributed import main_process
     root = Path(cfg.image_path)
     if not root.is_dir():
         T.fail(f"image folder {root} not found; pass --image_path DIR with training images "
@@ -144,26 +147,33 @@ def training_images(cfg: TrainConfig) -> list[Path]:
     paths = list_images(root)
     if not paths:
         T.fail(f"no images (jpg/jpeg/png/bmp/tif/tiff) found under {root}; pass --image_path DIR")
-    paths, bad = check_readable(paths)
-    from utils.distributed import main_process
-    for p, why in bad if main_process() else ():
-        print(f"warning: skipping unreadable image {p} ({why})", file=sys.stderr)
+    paths, bad, multi = check_decodable(paths, cfg.gray, progress=main_process())
+    for _, why in bad if main_process() else ():
+        print(f"warning: skipping {why}", file=sys.stderr)
+    if multi and main_process():
+        print(f"warning: {len(multi)} image(s) have several frames (animated or multi-page), the first is "
+              f"used: {', '.join(map(str, multi[:3]))}{', ...' if len(multi) > 3 else ''}", file=sys.stderr)
     if bad:
         print(f"Skipped {len(bad)} unreadable image(s).")
     if not paths:
-        T.fail(f"none of the images under {root} could be read")
-    return paths[:cfg.train_num] if cfg.train_num else paths
+        T.fail(f"none of the {len(bad)} images under {root} could be decoded (first: {bad[0][1]})")
+    paths = paths[:cfg.train_num] if cfg.train_num else paths
+    if resume is not None:
+        T.check_same_images(resume, cfg.resume_path, root, paths)
+    return paths
 
 
 def open_run(cfg: TrainConfig, resume: dict | None, auto: bool) -> tuple[Path, str]:
     """The run folder (claimed for a new run; the checkpoint's own for a resume) and the run id."""
     from utils import training as T
-    from utils.files import check_writable
+    from utils.files import check_writable, remove_stale_temps
     run_dir, run_id = (T.resume_run_dir(cfg.resume_path, resume) if resume is not None
                        else T.claim_run_dir(cfg, adopt=auto))
     problem = check_writable(run_dir / "checkpoints")  # about the size of two checkpoints
     if problem:
         T.fail(problem)
+    if stale := remove_stale_temps(run_dir / "checkpoints"):
+        print(f"Removed {len(stale)} partial checkpoint file(s) of a killed save ({stale[0].name}, ...)")
     if resume is not None and (moved := T.set_aside_later_checkpoints(run_dir / "checkpoints", resume["step"])):
         print(f"Resuming from an earlier checkpoint: the later ones were moved to {moved}")
     return run_dir, run_id
@@ -229,15 +239,22 @@ def train_on(cfg: TrainConfig, device, paths, init, resume, auto: bool, ctx) -> 
         trainer.progress.best = T.best_of_history(trainer.ckpt_dir, trainer.progress.best)
     print_header(trainer, cfg, run_dir)
     t0 = time.time()
-    with T.StopFlag() as stop:
-        for epoch in range(trainer.progress.epoch, cfg.num_epochs):
-            if not trainer.train_epoch(epoch, stop):
-                trainer.writer.close()
-                print(f"\n{stop.requested or 'stop on another rank'}: stopped at step {trainer.progress.step}; "
-                      f"checkpoint written. "
-                      f"Resume with:\n  python run_train.py --resume_path {trainer.ckpt_dir / 'last.pt'}")
-                return 130
-            print(trainer.end_epoch(epoch), flush=True)
+    try:
+        with T.StopFlag() as stop:
+            for epoch in range(trainer.progress.epoch, cfg.num_epochs):
+                if not trainer.train_epoch(epoch, stop):
+                    trainer.writer.close()
+                    print(f"\n{stop.requested or 'stop on another rank'}: stopped at step {trainer.progress.step}; "
+                          f"checkpoint written. "
+                          f"Resume with:\n  python run_train.py --resume_path {trainer.ckpt_dir / 'last.pt'}")
+                    return 130
+                print(trainer.end_epoch(epoch), flush=True)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, even in the middle of a save
+        kept = T.latest_checkpoint(trainer.ckpt_dir)
+        print("\ninterrupted at once (second signal); "
+              + (f"resume from the last complete checkpoint:\n  python run_train.py --resume_path {kept}"
+                 if kept else "no checkpoint had been written yet"), file=sys.stderr)
+        return 130
     trainer.writer.close()
     print(f"Done in {time.time() - t0:.1f} s; best {'validation' if trainer.val_pairs else 'training'} "
           f"loss {trainer.progress.best:.4f}. Checkpoints: {trainer.ckpt_dir}")

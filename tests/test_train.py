@@ -455,3 +455,107 @@ def test_training_launcher_demo_in_both_modes(tmp_path, gray):
     assert out.returncode == 0 and "DEMO" in out.stdout, out.stderr
     (ckpt,) = tmp_path.glob("demo_*/checkpoints/last.pt")
     assert torch.load(ckpt, weights_only=True)["model_args"]["channels"] == (1 if gray == "1" else 3)
+
+
+def truncate(path):
+    """Cut an image file in half: Pillow still parses its header, decoding fails."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+def test_a_folder_whose_every_image_fails_to_decode_is_one_error_and_no_run_folder(tmp_path, capsys):
+    d = tmp_path / "imgs"
+    for i in range(3):
+        truncate(write_gray(d / f"im{i}.png", 40, 40, i))
+    assert train(d, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: none of the 3 images")
+    assert "Traceback" not in err and not (tmp_path / "runs" / "r").exists()
+
+
+def test_an_image_that_fails_to_decode_is_skipped_named_once_and_counted(images, tmp_path, capsys):
+    """The header parses, the data is truncated: found by the decode check, not mid-run."""
+    truncate(write_gray(images / "late.png", 40, 40, 9))
+    assert train(images, tmp_path / "runs", "--num_epochs", "2", "--epoch_size", "12") == 0
+    cap = capsys.readouterr()
+    assert cap.err.count("late.png") == 1 and "truncated" in cap.err
+    assert "Skipped 1 unreadable" in cap.out and "Loaded 5 images" in cap.out
+
+
+def test_a_file_that_breaks_during_the_run_is_named_once_and_its_neighbour_used(images, tmp_path, capsys):
+    from utils.data import NaturalImages, list_images
+    paths = list_images(images)
+    data = NaturalImages(paths, size=16, crop=True, flip=False, seed=0)
+    truncate(paths[1])
+    a = [data[1] for _ in range(3)]
+    assert all(torch.equal(a[0], x) for x in a) and capsys.readouterr().err.count(paths[1].name) == 1
+    for p in paths:
+        truncate(p)
+    with pytest.raises(Exception, match="none of the 5 training images"):
+        data[0]
+
+
+def test_resume_after_the_images_moved_takes_the_new_image_path(images, tmp_path):
+    args = ("--epoch_size", "4", "--lr", "1e-3", "--seed", "3")
+    assert train(images, tmp_path / "a", "--num_epochs", "2", *args) == 0
+    assert train(images, tmp_path / "b", "--num_epochs", "1", *args) == 0
+    moved = images.rename(tmp_path / "moved")
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"), "--num_epochs", "2",
+                           "--image_path", str(moved)]) == 0
+    a, b = weights(tmp_path / "a/r/checkpoints/last.pt"), weights(tmp_path / "b/r/checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    listing = (tmp_path / "b/r" / training.IMAGES_FILE).read_text().split()
+    assert listing == ["im0.png", "im2.png", "im4.png", "sub/im1.png", "sub/im3.png"]
+
+
+def test_resume_on_other_images_is_refused_naming_what_differs(images, tmp_path, capsys):
+    assert train(images, tmp_path / "b", "--num_epochs", "1", "--epoch_size", "2") == 0
+    (images / "im2.png").rename(images / "other.png")
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"), "--num_epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "missing: im2.png" in err and "not in the run: other.png" in err
+    assert not (tmp_path / "b/r/checkpoints/epoch_2.pt").exists()
+
+
+def test_partial_files_of_a_killed_save_are_removed_on_resume(images, tmp_path, capsys):
+    assert train(images, tmp_path / "b", "--num_epochs", "1", "--epoch_size", "2") == 0
+    stale = tmp_path / "b/r/checkpoints/.last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"), "--num_epochs", "2"]) == 0
+    assert not stale.exists() and "Removed 1 partial checkpoint" in capsys.readouterr().out
+
+
+def test_a_full_disk_while_saving_is_one_error_naming_the_last_good_checkpoint(images, tmp_path, capsys,
+                                                                              monkeypatch):
+    import errno
+    real, calls = training.save_checkpoint, []
+
+    def save(path, *a, **k):
+        calls.append(path)
+        if len(calls) > 3:  # epoch 1's last/epoch_1/best succeed; epoch 2's first save fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    assert train(images, tmp_path / "b", "--num_epochs", "2", "--epoch_size", "2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    last = tmp_path / "b/r/checkpoints/last.pt"
+    assert "No space left on device" in err[-1] and f"the last good checkpoint is {last}" in err[-1]
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def test_a_second_ctrl_c_stops_at_once_pointing_at_a_checkpoint_that_exists(images, tmp_path, capsys,
+                                                                           monkeypatch):
+    real = training.Trainer.train_epoch
+
+    def epoch(self, e, stop):
+        if e == 1:
+            raise KeyboardInterrupt
+        return real(self, e, stop)
+
+    monkeypatch.setattr(training.Trainer, "train_epoch", epoch)
+    assert train(images, tmp_path / "b", "--num_epochs", "2", "--epoch_size", "2") == 130
+    err = capsys.readouterr().err
+    last = tmp_path / "b/r/checkpoints/last.pt"
+    assert f"--resume_path {last}" in err and last.is_file() and "Traceback" not in err

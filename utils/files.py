@@ -51,3 +51,13 @@ def check_writable(folder: str | os.PathLike, probe_bytes: int = 1 << 20) -> str
     except OSError as e:
         return f"cannot write to {folder}: {e.strerror or e}"
     return None
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` when its process was
+    killed outright (SIGKILL, power loss: no handler runs) and return them. Only for a folder
+    this process owns, such as a claimed run folder: another writer's file would go too."""
+    stale = sorted(p for p in Path(folder).glob(".*.tmp") if p.is_file())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

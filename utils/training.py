@@ -31,11 +31,17 @@ from configs import TrainConfig
 from models.densefuse import DenseFuse
 from utils import distributed as D
 from utils.checkpoint import FORMAT, WeightsError, load_model, save_checkpoint, torch_load
+from utils.files import atomic_write
 from utils.losses import DenseFuseLoss
 
 RUN_FILE = "run.json"
+#: The run folder's list of its training images, relative to --image_path, in training order.
+IMAGES_FILE = "images.txt"
 #: Settings a resumed run may change when given explicitly on the command line.
-RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save_every", "micro_batch"}
+#: ``image_path`` may change when the training images moved: :func:`check_same_images` then
+#: requires the same files by name.
+RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save_every", "micro_batch",
+                       "image_path"}
 #: Learning rate of a fine-tuning run (--init_from without --lr): the shipped recipe's second
 #: stage. The from-scratch default (1e-4) moves every weight of a trained network by ~1e-4 in
 #: Adam's first steps, which wrecked the shipped weights (validation 68.6 -> 39.4 dB in 2 steps).
@@ -207,6 +213,29 @@ def load_resume(path: str) -> dict:
     return resume
 
 
+def check_same_images(resume: dict, resume_path: str, root: Path, paths: list[Path]) -> None:
+    """A resume trains on the files it started with: the same names (relative to the image
+    folder, which may have moved) in the same order, else one error saying what differs. The
+    run folder's ``images.txt`` names the files; older checkpoints have no record to check."""
+    from utils.data import image_record, relative_names
+    recorded = resume.get("images")
+    if not isinstance(recorded, dict) or image_record(root, paths) == recorded:
+        return
+    listing = Path(resume_path).resolve().parent.parent / IMAGES_FILE
+    why = f"{recorded.get('count')} recorded, {len(paths)} found"
+    try:
+        names = listing.read_text().splitlines()
+    except OSError:
+        names = None
+    if names is not None:
+        now = relative_names(root, paths)
+        gone, new = sorted(set(names) - set(now)), sorted(set(now) - set(names))
+        why += "".join(f"; {label}: {', '.join(n[:3])}{', ...' if len(n) > 3 else ''}"
+                       for label, n in (("missing", gone), ("not in the run", new)) if n)
+    fail(f"the images under {root} are not the run's training images ({why}); pass --image_path "
+         f"with the run's own images (moved folders are fine: the names below it must match)")
+
+
 def resume_run_dir(path: str, resume: dict) -> tuple[Path, str]:
     """The folder and id of the run ``resume`` belongs to: the checkpoint must sit in that run's
     ``checkpoints/`` folder, whose ``run.json`` carries the same run id. Anything else (a copy
@@ -303,6 +332,12 @@ def set_aside_later_checkpoints(ckpt_dir: Path, step: int) -> Path | None:
     for p in later:
         shutil.move(str(p), dest / p.name)
     return dest
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The run's checkpoint to resume from: ``last.pt`` if it exists, else None."""
+    last = ckpt_dir / "last.pt"
+    return last if last.is_file() else None
 
 
 def best_of_history(ckpt_dir: Path, best: float) -> float:
@@ -422,7 +457,7 @@ class Trainer:
                  ctx: D.Context = D.SINGLE):
         from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
-        from utils.data import NaturalImages
+        from utils.data import NaturalImages, image_record, relative_names
         self.cfg, self.device, self.paths, self.run_id, self.ctx = cfg, device, paths, run_id, ctx
         self.ckpt_dir = run_dir / "checkpoints"
         torch.manual_seed(cfg.seed)
@@ -456,13 +491,26 @@ class Trainer:
         self.val_pairs = load_validation(cfg.val_path, gray=cfg.gray) if ctx.main else []
         self.writer = SummaryWriter(str(run_dir / "logs")) if ctx.main else NullWriter()
         self.config = asdict(cfg)
+        self.images = image_record(cfg.image_path, paths)
+        if ctx.main and not (run_dir / IMAGES_FILE).exists():
+            listing = "".join(f"{n}\n" for n in relative_names(cfg.image_path, paths)).encode()
+            atomic_write(run_dir / IMAGES_FILE, lambda fh: fh.write(listing))
 
     def save(self, name: str, epoch: int) -> None:
         if not self.ctx.main:
             return
         p = self.progress
+        try:
+            self._save(name, epoch, p)
+        except OSError as e:  # a full disk: the atomic write left the previous file intact
+            kept = latest_checkpoint(self.ckpt_dir)
+            fail(f"cannot write checkpoint {self.ckpt_dir / name}: {e.strerror or e}; "
+                 + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was written"))
+
+    def _save(self, name: str, epoch: int, p: Progress) -> None:
         save_checkpoint(self.ckpt_dir / name, self.model, self.config, epoch, p.step, self.optimizer,
-                        self.scheduler, best_loss=p.best, run_id=self.run_id, epoch_sums=list(p.epoch_sums))
+                        self.scheduler, best_loss=p.best, run_id=self.run_id, epoch_sums=list(p.epoch_sums),
+                        images=self.images)
 
     def loader(self, epoch: int):
         """The rest of ``epoch``'s batches, in the order a pure function of (seed, epoch) gives
