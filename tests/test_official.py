@@ -181,3 +181,56 @@ def test_all_tno_images_above_60db(lam):
     images = [load_image(p, gray=True) for p in sorted(TNO.glob("*.png"))]
     model, _ = load_model(TF_ZIP, ssim_weight=lam)
     assert recon_psnr(model, images) >= 60.0
+
+
+def mutations(data: bytes, rng: np.random.Generator, n: int):
+    """``n`` damaged copies of a TF ``.index`` file: bytes overwritten, a middle cut out (the
+    footer kept, so that the reader gets past its magic check), bytes inserted."""
+    for i in range(n):
+        b = bytearray(data)
+        if i % 3 == 0:
+            for _ in range(rng.integers(1, 9)):
+                b[rng.integers(len(b))] = rng.integers(256)
+        elif i % 3 == 1:
+            b = b[:rng.integers(len(b) - 48)] + b[-48:]
+        else:
+            p = rng.integers(len(b) - 48)
+            b[p:p] = rng.integers(0, 256, rng.integers(1, 16), dtype=np.uint8).tobytes()
+        yield bytes(b)
+
+
+def test_fuzzed_tf_index_files_give_a_weights_error_or_the_weights(tmp_path):
+    """Seeded fuzzing of the .index reader: every damaged file either still reads (a byte the
+    reader skips) or raises WeightsError; no TypeError, RuntimeError, struct.error, ..."""
+    with zipfile.ZipFile(TF_ZIP) as z:
+        prefix = next(n for n in z.namelist() if n.endswith("1e2.ckpt.index"))[:-6]
+        index, data = z.read(prefix + ".index"), z.read(prefix + ".data-00000-of-00001")
+    (tmp_path / "f.ckpt.data-00000-of-00001").write_bytes(data)
+    outcomes = {"read": 0, "refused": 0}
+    for damaged in mutations(index, np.random.default_rng(0), 600):
+        (tmp_path / "f.ckpt.index").write_bytes(damaged)
+        try:
+            load_model(tmp_path / "f.ckpt")
+            outcomes["read"] += 1
+        except WeightsError as e:
+            assert "f.ckpt" in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 500  # the fuzzing reached the reader's error paths
+
+
+def test_a_damaged_member_of_the_official_zip_is_one_error_naming_it(tmp_path, flat_set, capsys):
+    import run_infer
+    raw = bytearray(TF_ZIP.read_bytes())
+    with zipfile.ZipFile(TF_ZIP) as z:
+        member = next(i for i in z.infolist() if i.filename.endswith("1e2.ckpt.data-00000-of-00001"))
+    middle = member.header_offset + 30 + len(member.filename) + member.compress_size // 2
+    raw[middle:middle + 64] = bytes(64)
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(WeightsError, match=f"damaged zip, {member.filename} cannot be read"):
+        load_model(damaged)
+    assert run_infer.main(["--test_path", str(flat_set), "--weights", str(damaged),
+                           "--output_path", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -120,17 +121,26 @@ def _block_entries(data: bytes, offset: int, size: int):
         pos += vlen
 
 
+def _fields(buf: bytes, expected: dict[int, int]):
+    """(field, value) of a message whose fields in ``expected`` must have that wire type (a
+    damaged file can put an integer where a nested message belongs); others are skipped."""
+    for field, wire, value in _proto_fields(buf):
+        if field in expected:
+            if wire != expected[field]:
+                raise ValueError(f"field {field} has wire type {wire}, expected {expected[field]}")
+            yield field, value
+
+
 def _entry(value: bytes) -> dict:
     """Decode a BundleEntryProto: dtype, shape, shard_id, offset, size."""
     out = {"dtype": 0, "shape": [], "shard_id": 0, "offset": 0, "size": 0}
-    for field, _, v in _proto_fields(value):
+    for field, v in _fields(value, {1: 0, 2: 2, 3: 0, 4: 0, 5: 0}):
         if field == 1:
             out["dtype"] = v
         elif field == 2:
-            for f2, _, dim in _proto_fields(v):
-                if f2 == 2:
-                    out["shape"].append(next((s for f3, _, s in _proto_fields(dim) if f3 == 1), 0))
-        elif field in (3, 4, 5):
+            for _, dim in _fields(v, {2: 2}):
+                out["shape"].append(next((s for _, s in _fields(dim, {1: 0})), 0))
+        else:
             out[{3: "shard_id", 4: "offset", 5: "size"}[field]] = v
     return out
 
@@ -203,17 +213,28 @@ def _pick(prefixes: list[str], ssim_weight: int | None, source: str) -> str:
     return by_lambda[ssim_weight]
 
 
+def _read_zip(path: Path, ssim_weight: int | None) -> tuple[bytes, bytes, str]:
+    name = "its member list"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            prefix = _pick(sorted(n[:-6] for n in names if n.endswith(".index")), ssim_weight, str(path))
+            data_name = prefix + ".data-00000-of-00001"
+            if data_name not in names:
+                raise WeightsError(f"{path}: {data_name} is missing from the zip")
+            name = prefix + ".index"
+            index = z.read(name)
+            name = data_name
+            return index, z.read(data_name), prefix
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:  # a damaged member (bad CRC, ...)
+        raise WeightsError(f"{path}: damaged zip, {name} cannot be read ({e})") from None
+
+
 def _read_pair(path: Path, ssim_weight: int | None) -> tuple[bytes, bytes, str]:
     """(index bytes, data bytes, chosen prefix) from any accepted form of a TF checkpoint."""
     src = str(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        z = zipfile.ZipFile(path)
-        names = set(z.namelist())
-        prefix = _pick(sorted(n[:-6] for n in names if n.endswith(".index")), ssim_weight, src)
-        data_name = prefix + ".data-00000-of-00001"
-        if data_name not in names:
-            raise WeightsError(f"{src}: {data_name} is missing from the zip")
-        return z.read(prefix + ".index"), z.read(data_name), prefix
+        return _read_zip(path, ssim_weight)
     if path.is_dir():
         prefix = _pick(sorted(str(p)[:-6] for p in path.rglob("*.index")), ssim_weight, src)
     elif path.suffix == ".index":
@@ -262,6 +283,9 @@ def load_tensorflow(path: Path, ssim_weight: int | None = None) -> tuple[dict, d
             key = f"{scope}/{name}"
             if key not in tensors:
                 raise WeightsError(f"{path}: not a DenseFuse checkpoint: variable {key!r} missing")
+        if tensors[f"{scope}/kernel"].ndim != 4 or tensors[f"{scope}/bias"].ndim != 1:
+            raise WeightsError(f"{path}: not a DenseFuse checkpoint: {scope} has shapes "
+                               f"{tensors[f'{scope}/kernel'].shape} and {tensors[f'{scope}/bias'].shape}")
         w = torch.from_numpy(tensors[f"{scope}/kernel"]).permute(3, 2, 0, 1).contiguous()  # HWIO->OIHW
         if depth is not None:
             w = _reverse_groups(w, depth)
