@@ -82,25 +82,30 @@ def sources_and_methods(args):
     return pairs, dict(zip(names, folders, strict=True))
 
 
-def score(args, pairs, methods, ctx) -> tuple[dict[str, list[dict]], bool, str | None]:
-    """Every method's rows (in pair order) and whether any image was colour, or the first problem
-    met: under torchrun each rank scores its share of the pairs and all ranks get every row."""
+def score(args, pairs, methods, ctx) -> tuple[dict[str, list[dict]], bool, dict, str | None]:
+    """Every method's rows (in pair order), whether any image was colour, the metrics some pairs
+    were too small for, or the first problem met: under torchrun each rank scores its share of
+    the pairs and all ranks get every row."""
     from utils import distributed as D
     from utils.evaluation import EvalError, check_methods, evaluate_methods
     from utils.images import ImageReadError
     check_methods(pairs, methods)  # every rank: a missing file stops all before any scoring
     try:
-        results, colour = evaluate_methods(D.shard(pairs, ctx), methods, args.profile, args.metrics,
-                                           progress=not args.quiet and ctx.main)
-        mine = (results, colour, None)
+        mine = (*evaluate_methods(D.shard(pairs, ctx), methods, args.profile, args.metrics,
+                                  progress=not args.quiet and ctx.main), None)
     except (EvalError, ImageReadError, ValueError) as e:
-        mine = ({}, False, str(e))
+        mine = ({}, False, {}, str(e))
     parts = D.gather(mine, ctx)
-    problems = [p[2] for p in parts if p[2]]
+    problems = [p[3] for p in parts if p[3]]
     if problems:
-        return {}, False, problems[0]
+        return {}, False, {}, problems[0]
     results = {m: D.unshard([p[0][m] for p in parts], len(pairs)) for m in methods}
-    return results, any(p[1] for p in parts), None
+    skipped = {m: {} for m in methods}
+    for part in parts:
+        for m, metrics in part[2].items():
+            for metric, where in metrics.items():
+                skipped[m].setdefault(metric, []).extend(where)
+    return results, any(p[1] for p in parts), skipped, None
 
 
 def _title(args, what: str, pairs: int, colour: bool) -> str:
@@ -168,7 +173,7 @@ def main(argv=None) -> int:
     try:
         pairs, methods = sources_and_methods(args)
         ctx, _ = D.start(torch.device("cpu"))
-        results, colour, problem = score(args, pairs, methods, ctx)
+        results, colour, skipped, problem = score(args, pairs, methods, ctx)
         if problem:
             raise EvalError(problem)
     except (EvalError, PairError, ImageReadError, ValueError) as e:
@@ -178,6 +183,10 @@ def main(argv=None) -> int:
     finally:
         D.stop(ctx)
     if ctx.main:
+        from utils.evaluation import not_scored_lines
+        for m, metrics in skipped.items():
+            for line in not_scored_lines(metrics, len(pairs), m if len(methods) > 1 else ""):
+                print(f"warning: {line}", file=sys.stderr)
         report(args, results, colour, methods)
     return 0
 

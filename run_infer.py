@@ -577,8 +577,19 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
 
 def score_set(name: str, pairs: list, out_dir: Path) -> None:
     """--eval: the standard profile's mean row of the set just fused."""
-    from utils.evaluation import evaluate, format_table, mean_row
-    rows, colour = evaluate(pairs, out_dir, "standard", progress=False)
+    import warnings
+
+    from utils.evaluation import EvalError, evaluate, format_table, mean_row
+    from utils.images import ImageReadError
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows, colour = evaluate(pairs, out_dir, "standard", progress=False)
+    except (EvalError, ImageReadError) as e:  # the images are written; the later sets still get fused
+        print(f"warning: {name}: not scored: {e}", file=sys.stderr)
+        return
+    for w in caught:  # metrics too small for some pairs, NaN values: what the mean row leaves out
+        print(f"warning: {name}: {w.message}", file=sys.stderr)
     note = "; colour scored on luma Y" if colour else ""
     print(format_table([mean_row(rows)], f"{name}: standard-profile metrics, mean of {len(rows)} "
                                          f"{plural(len(rows), 'pair')}{note}"))

@@ -65,8 +65,8 @@ def set_images(pairs, rgb: bool = False):
             yield f"{p.name} {what}", as_rgb(img) if rgb else img
 
 
-def fmt(v: float) -> str:
-    return "inf" if math.isinf(v) else f"{v:.4f}"
+def fmt(v: float | None) -> str:
+    return "n/a" if v is None else "inf" if math.isinf(v) else f"{v:.4f}"  # n/a: images too small
 
 
 def psnr_section(models: dict, sets: dict, report: dict, rgb: bool) -> list[str]:

@@ -12,6 +12,7 @@ strategies in --official_strategies.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,10 @@ def average_baseline(pairs, folder: Path) -> None:
         save_image(folder / f"{p.name}.png", (a + b) / 2)
 
 
+def _cell(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}" if math.isfinite(v) else "inf"  # n/a: images too small
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=DefaultsFormatter)
@@ -43,8 +48,6 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", nargs="+", default=["standard", "densefuse"], choices=PROFILE_NAMES)
     ap.add_argument("--out", default=str(RESULTS / "tables"), help="fused images and tables go here")
     args = ap.parse_args(argv)
-    import numpy as np
-
     from utils.checkpoint import WeightsError, load_model
     from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
     from utils.fusion import FuseSettings, fuse_pairs, prepare_model
@@ -82,8 +85,7 @@ def main(argv=None) -> int:
                    "| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
             for label, folder in methods.items():
                 row = mean_row(evaluate(pairs, folder, prof)[0])
-                md.append(f"| {label} | " + " | ".join(f"{row[k]:.4f}" if np.isfinite(row[k]) else "inf"
-                                                       for k in keys) + " |")
+                md.append(f"| {label} | " + " | ".join(_cell(row[k]) for k in keys) + " |")
             md.append("")
             print("\n".join(md[-(len(methods) + 4):]), flush=True)
     (out / "tables.md").write_text("\n".join(md))

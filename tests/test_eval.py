@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -162,3 +163,56 @@ def test_vifb_profile_scores_colour_per_channel(tmp_path, capsys):
     f = load(tmp_path / "F" / "a.png")
     assert got["EN"] == pytest.approx(np.mean([M.entropy(f[..., k]) for k in range(3)]))
     assert got["SSIM"] == pytest.approx(np.mean([M.VIFB["SSIM"](a, b[..., k], f[..., k]) for k in range(3)]))
+
+
+def test_metrics_too_small_for_a_pair_are_left_out_of_its_mean_and_named(tmp_path, capsys):
+    """MS-SSIM needs 161 px and VIF 41 px per side: on a set with a 170x172 and a 40x44 pair,
+    the small pair's values are n/a and each mean is the large pair's value alone."""
+    d = tmp_path / "Mixed"
+    for k, (h, w) in enumerate([(170, 172), (40, 44)], start=1):
+        write_gray(d / f"IR{k}.png", h, w, k)
+        write_gray(d / f"VIS{k}.png", h, w, 10 + k)
+    avg = _method(tmp_path, d, "avg", lambda a, b: np.floor((a + b) / 2 + 0.5))
+    rc = run_eval.main(["--fused", str(avg), "--test_path", str(d), "--metrics", "MS-SSIM", "VIF", "EN",
+                        "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert "warning: MS-SSIM not scored on 1 of 2 pair(s) ('2'): MS-SSIM (5 scales of an 11x11 window) " \
+           "needs images of at least 161x161 pixels, got 44x40" in cap.err
+    assert "warning: VIF not scored on 1 of 2 pair(s) ('2')" in cap.err
+    rows = {r["pair"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    assert rows["2"]["MS-SSIM"] is None and rows["2"]["VIF"] is None and rows["2"]["EN"] > 0
+    assert rows["mean"]["MS-SSIM"] == rows["1"]["MS-SSIM"] and rows["mean"]["VIF"] == rows["1"]["VIF"]
+    assert rows["mean"]["EN"] == pytest.approx((rows["1"]["EN"] + rows["2"]["EN"]) / 2)
+    assert "2,,," in (tmp_path / "s.csv").read_text()
+    assert any(line.startswith("2 ") and line.split()[1:3] == ["n/a", "n/a"] for line in cap.out.splitlines())
+
+
+def test_a_comparison_averages_each_metric_over_the_pairs_it_was_scored_on():
+    from utils.comparison import markdown_table, summarise
+    rows = {"A": [{"pair": "1", "VIF": 0.5, "EN": 7.0}, {"pair": "2", "VIF": None, "EN": 6.0}],
+            "B": [{"pair": "1", "VIF": 0.4, "EN": None}, {"pair": "2", "VIF": None, "EN": None}]}
+    s = summarise(rows)
+    assert s.mean["A"] == {"VIF": 0.5, "EN": 6.5} and s.std["A"]["VIF"] == 0.0
+    assert s.mean["B"]["EN"] is None and s.best == {"VIF": ["A"], "EN": ["A"]}
+    assert "| B | 0.4000 | n/a |" in markdown_table(s)
+
+
+def test_infer_eval_on_images_too_small_for_a_metric_scores_the_rest_and_fuses_later_sets(
+        tmp_path, tiny_weights, capsys):
+    """Before: MS-SSIM raised on the first (small) set after its images were written, and the
+    second set was never fused."""
+    root = tmp_path / "sets"
+    for name, (h, w) in (("A_small", (24, 30)), ("B_large", (170, 170))):
+        write_gray(root / name / "IR1.png", h, w, 1)
+        write_gray(root / name / "VIS1.png", h, w, 2)
+    assert run_infer.main(["--test_path", str(root), "--output_path", str(tmp_path / "r"), "--weights",
+                           str(tiny_weights), "--device", "cpu", "--eval"]) == 0
+    cap = capsys.readouterr()
+    assert (tmp_path / "r/A_small_fusion/1.png").is_file() and (tmp_path / "r/B_large_fusion/1.png").is_file()
+    assert "warning: A_small: MS-SSIM not scored on 1 of 1 pair(s) ('1')" in cap.err and "B_large:" not in cap.err
+    means = [line.split() for line in cap.out.splitlines() if line.startswith("mean ")]
+    heads = [line.split() for line in cap.out.splitlines() if line.startswith("pair ")]
+    small, large = (dict(zip(h[1:], m[1:], strict=True)) for h, m in zip(heads, means, strict=True))
+    assert small["MS-SSIM"] == "n/a" and small["VIF"] == "n/a" and -1 <= float(small["SSIM"]) <= 1
+    assert math.isfinite(float(large["MS-SSIM"])) and "Traceback" not in cap.err

@@ -72,8 +72,11 @@ def test_ssim_matches_scikit_image_and_is_one_on_equal():
 def test_ms_ssim_equal_images_and_size_limit():
     big = img(170, 180, 3)
     assert M.ms_ssim_metric(big, big, big) == pytest.approx(1.0, abs=1e-9)
-    with pytest.raises(ValueError, match="160"):
-        M.ms_ssim_metric(A, B, F)
+    edge = img(161, 161, 4)
+    assert M.ms_ssim_metric(edge, edge, edge) == pytest.approx(1.0, abs=1e-9)  # the smallest it takes
+    from utils.metrics.common import TooSmall
+    with pytest.raises(TooSmall, match="at least 161x161 pixels, got 160x161"):
+        M.ms_ssim_metric(*(img(161, 160, 4),) * 3)
 
 
 def test_qabf_bounds_and_maximum():

@@ -4,7 +4,8 @@
 pairs (sample SD, n - 1; 0 for one pair) and picks the best method of each metric by its direction
 (:data:`utils.metrics.LOWER_IS_BETTER`). Best means best as printed: means equal to the printed
 four decimals all count. Non-finite means (a metric that gave inf or NaN on some pair) are never
-best. The writers render one summary as console text, Markdown, LaTeX, CSV or JSON.
+best. A metric the images of some pairs were too small for is averaged over the others ("n/a"
+when there are none). The writers render one summary as console text, Markdown, LaTeX, CSV or JSON.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.evaluation import scored
 from utils.metrics import higher_is_better
 
 DECIMALS = 4
@@ -25,8 +27,8 @@ DECIMALS = 4
 class Summary:
     methods: list[str]
     metrics: list[str]
-    mean: dict[str, dict[str, float]]  # method -> metric -> mean over pairs
-    std: dict[str, dict[str, float]]
+    mean: dict[str, dict[str, float | None]]  # method -> metric -> mean over the pairs scored
+    std: dict[str, dict[str, float | None]]
     best: dict[str, list[str]]  # metric -> the methods with the best printed mean
     pairs: int
 
@@ -35,12 +37,14 @@ def summarise(results: dict[str, list[dict]]) -> Summary:
     """Means, SDs and best methods of ``{method: rows}`` (rows as :func:`utils.evaluation.evaluate` gives)."""
     methods = list(results)
     metrics = [k for k in results[methods[0]][0] if k != "pair"]
-    mean = {m: {k: float(np.mean([r[k] for r in rows])) for k in metrics} for m, rows in results.items()}
-    std = {m: {k: float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0 for k in metrics}
-           for m, rows in results.items()}
+    values = {m: {k: scored(rows, k) for k in metrics} for m, rows in results.items()}
+    mean = {m: {k: float(np.mean(v)) if v else None for k, v in vs.items()} for m, vs in values.items()}
+    std = {m: {k: (float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) if v else None for k, v in vs.items()}
+           for m, vs in values.items()}
     best = {}
     for k in metrics:
-        shown = {m: round(mean[m][k], DECIMALS) for m in methods if math.isfinite(mean[m][k])}
+        shown = {m: round(mean[m][k], DECIMALS) for m in methods
+                 if mean[m][k] is not None and math.isfinite(mean[m][k])}
         if shown:
             top = max(shown.values()) if higher_is_better(k) else min(shown.values())
             best[k] = [m for m, v in shown.items() if v == top]
@@ -51,6 +55,8 @@ def summarise(results: dict[str, list[dict]]) -> Summary:
 
 def _value(s: Summary, method: str, metric: str, with_std: bool) -> str:
     v = s.mean[method][metric]
+    if v is None:
+        return "n/a"  # no pair was large enough for this metric
     text = f"{v:.{DECIMALS}f}" if math.isfinite(v) else str(v)
     return text + (f" ± {s.std[method][metric]:.{DECIMALS}f}" if with_std and math.isfinite(v) else "")
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from utils.images import IMAGE_EXTENSIONS, image_size, load_image
 from utils.metrics import COLOUR_AS_STORED, PROFILES
+from utils.metrics.common import TooSmall
 from utils.pairs import Pair
 
 
@@ -102,28 +103,53 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="metric")
 
 
-def score(table: dict, name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray, method: str = "") -> dict:
-    """One row ``{"pair": name, metric: value, ...}``, the metrics run side by side on threads;
-    a MetricWarning for each inf or NaN."""
-    values = list(_pool().map(lambda fn: float(fn(a, b, f)), table.values()))
-    row = {"pair": name, **dict(zip(table, values, strict=True))}
+def score(table: dict, name: str, a: np.ndarray, b: np.ndarray, f: np.ndarray,
+          method: str = "") -> tuple[dict, dict[str, str]]:
+    """One row ``{"pair": name, metric: value, ...}``, the metrics run side by side on threads,
+    and ``{metric: reason}`` of those the images are too small for (their value is None); a
+    MetricWarning for each inf or NaN."""
+    def run(fn) -> tuple[float | None, str | None]:
+        try:
+            return float(fn(a, b, f)), None
+        except TooSmall as e:
+            return None, str(e)
+
+    results = dict(zip(table, _pool().map(run, table.values()), strict=True))
+    row = {"pair": name, **{m: v for m, (v, _) in results.items()}}
     for m, v in row.items():
-        if m != "pair" and not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):
             where = f"{method}, pair {name!r}" if method else f"pair {name!r}"
             warnings.warn(f"{where}: {m} = {v} (see its convention in docs/metrics.md)", MetricWarning,
                           stacklevel=2)
-    return row
+    return row, {m: why for m, (_, why) in results.items() if why}
+
+
+#: ``{metric: [(pair name, reason), ...]}``: the pairs whose images were too small for a metric.
+NotScored = dict[str, list[tuple[str, str]]]
+
+
+def not_scored_lines(skipped: NotScored, pairs: int, method: str = "") -> list[str]:
+    """One line per metric that some pairs were too small for: how many, which, why."""
+    lines = []
+    for m, where in skipped.items():
+        names = ", ".join(repr(n) for n, _ in where[:3]) + (", ..." if len(where) > 3 else "")
+        lines.append(f"{method + ': ' if method else ''}{m} not scored on {len(where)} of {pairs} pair(s) "
+                     f"({names}): {where[0][1]}; its mean is over the other pairs")
+    return lines
 
 
 def evaluate_methods(pairs: list[Pair], methods: dict[str, Path], profile: str = "standard",
-                     metrics: list[str] | None = None, progress: bool = True) -> tuple[dict[str, list[dict]], bool]:
-    """Rows (one per pair, in pair order) of every method ``{name: fused folder}`` and whether any
-    fused image was colour. All files are located and size-checked first (:func:`check_methods`);
-    each pair's sources are read once for all methods."""
+                     metrics: list[str] | None = None,
+                     progress: bool = True) -> tuple[dict[str, list[dict]], bool, dict[str, NotScored]]:
+    """Rows (one per pair, in pair order) of every method ``{name: fused folder}``, whether any
+    fused image was colour, and per method the metrics some pairs were too small for (None in
+    those rows). All files are located and size-checked first (:func:`check_methods`); each
+    pair's sources are read once for all methods."""
     table = metric_table(profile, metrics)
     files = check_methods(pairs, methods)
     stored = profile in COLOUR_AS_STORED
     results, any_colour = {m: [] for m in methods}, False
+    skipped = {m: {} for m in methods}
     what = next(iter(methods.values())).name if len(methods) == 1 else f"{len(methods)} methods"
     for i, pair in enumerate(tqdm(pairs, desc=f"scoring {what}", unit="pair", disable=None if progress else True)):
         a, _ = load_levels(pair.ir, stored)
@@ -134,21 +160,37 @@ def evaluate_methods(pairs: list[Pair], methods: dict[str, Path], profile: str =
         for method in methods:
             f, colour = load_levels(files[method][i], stored)
             any_colour |= colour
-            results[method].append(score(table, pair.name, a, b, f, method if len(methods) > 1 else ""))
-    return results, any_colour
+            row, too_small = score(table, pair.name, a, b, f, method if len(methods) > 1 else "")
+            results[method].append(row)
+            for m, why in too_small.items():
+                skipped[method].setdefault(m, []).append((pair.name, why))
+    return results, any_colour, skipped
 
 
 def evaluate(pairs: list[Pair], fused_dir: Path, profile: str = "standard",
              metrics: list[str] | None = None, progress: bool = True) -> tuple[list[dict], bool]:
     """One row per pair ``{"pair": name, metric: value, ...}`` and whether any fused image was
-    colour (scored on Y). Every fused file is located and size-checked before scoring."""
-    results, colour = evaluate_methods(pairs, {fused_dir.name: fused_dir}, profile, metrics, progress)
+    colour (scored on Y). Every fused file is located and size-checked before scoring; a metric
+    some pairs were too small for is None there, and named in one MetricWarning."""
+    results, colour, skipped = evaluate_methods(pairs, {fused_dir.name: fused_dir}, profile, metrics, progress)
+    for line in not_scored_lines(skipped[fused_dir.name], len(pairs)):
+        warnings.warn(line, MetricWarning, stacklevel=2)
     return next(iter(results.values())), colour
 
 
+def scored(rows: list[dict], metric: str) -> list[float]:
+    """The values of ``metric`` on the pairs it was scored on (None: the images were too small)."""
+    return [r[metric] for r in rows if r[metric] is not None]
+
+
 def mean_row(rows: list[dict]) -> dict:
+    """Each metric's mean over the pairs it was scored on; None where it was scored on none."""
     keys = [k for k in rows[0] if k != "pair"]
-    return {"pair": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+    return {"pair": "mean", **{k: float(np.mean(v)) if (v := scored(rows, k)) else None for k in keys}}
+
+
+def _cell(v: float | None) -> str:
+    return f"{'n/a':>9}" if v is None else f"{'inf':>9}" if math.isinf(v) else f"{v:>9.4f}"
 
 
 def format_table(rows: list[dict], title: str = "") -> str:
@@ -157,7 +199,7 @@ def format_table(rows: list[dict], title: str = "") -> str:
     head = f"{'pair':<{width}} " + " ".join(f"{k:>9}" for k in keys)
     lines = [title, head, "-" * len(head)] if title else [head, "-" * len(head)]
     for r in rows:
-        vals = " ".join(f"{'inf':>9}" if math.isinf(r[k]) else f"{r[k]:>9.4f}" for k in keys)
+        vals = " ".join(_cell(r[k]) for k in keys)
         lines.append(f"{r['pair']!s:<{width}} {vals}")
     return "\n".join(lines)
 

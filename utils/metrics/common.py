@@ -9,6 +9,17 @@ from scipy import signal
 LEVELS = 256
 
 
+class TooSmall(ValueError):
+    """The images are smaller than a metric's window or scales need. The evaluator reports the
+    metric as not scored on that pair, with this message as the reason, and scores the rest."""
+
+
+def need_size(shape: tuple[int, ...], h: int, w: int, what: str) -> None:
+    """Raise :class:`TooSmall` unless an image of ``shape`` is at least ``h`` x ``w`` (rows x columns)."""
+    if shape[0] < h or shape[1] < w:
+        raise TooSmall(f"{what} needs images of at least {w}x{h} pixels, got {shape[1]}x{shape[0]}")
+
+
 def as_f64(*imgs):
     out = [np.asarray(x, dtype=np.float64) for x in imgs]
     for x in out[1:]:
@@ -55,6 +66,7 @@ def _separated(win: np.ndarray):
 def filter_valid(img: np.ndarray, win: np.ndarray) -> np.ndarray:
     """MATLAB filter2(win, img, 'valid') (correlation). Rank-1 windows (every Gaussian and box
     here) run as two 1-D passes: about twice as fast as an FFT at these sizes, with direct sums."""
+    need_size(img.shape, *win.shape, f"a {win.shape[1]}x{win.shape[0]} window")
     sep = _separated(win)
     if sep is None:
         return signal.fftconvolve(img, win[::-1, ::-1], mode="valid")

@@ -11,6 +11,7 @@ from utils.metrics.common import (
     histogram,
     joint_histogram,
     levels,
+    need_size,
     normalize_levels,
 )
 
@@ -35,6 +36,7 @@ def mutual_information(a, b, f) -> float:
 
 def _windows_colmajor(x: np.ndarray, w: int) -> np.ndarray:
     """All w x w windows as rows of length w*w, each in MATLAB column-major order."""
+    need_size(x.shape, w, w, f"a {w}x{w} window")
     v = np.lib.stride_tricks.sliding_window_view(x, (w, w))
     return np.ascontiguousarray(v.swapaxes(-1, -2)).reshape(-1, w * w)
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
-from utils.metrics.common import as_f64, box_valid, corr, filter_valid, gaussian
+from utils.metrics.common import as_f64, box_valid, corr, filter_valid, gaussian, need_size
 
 
 def correlation_coefficient(a, b, f) -> float:
@@ -85,8 +85,7 @@ def ms_ssim_metric(a, b, f) -> float:
     (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), 11x11 Gaussian sigma 1.5, L = 255; mean of
     MS-SSIM(F,A) and MS-SSIM(F,B). Needs both sides > 160 pixels."""
     a, b, f = as_f64(a, b, f)
-    if min(f.shape) <= 160:
-        raise ValueError(f"MS-SSIM needs images larger than 160 pixels per side, got {f.shape}")
+    need_size(f.shape, 161, 161, "MS-SSIM (5 scales of an 11x11 window)")
     both = ms_ssim(torch.cat([_torch(f)] * 2), torch.cat([_torch(a), _torch(b)]), data_range=255.0,
                    size_average=False)  # one batch of two: a third faster than two calls
     return float(both.mean())
@@ -96,6 +95,8 @@ def vif_pair(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float
     """Pixel-domain VIF (Sheikh & Bovik 2006, ``vifp_mscale``): 4 scales, Gaussian windows of
     size 2^(5-s)+1 with sigma size/5, valid filtering and 2x decimation, sigma_n^2 = 2 on 0-255."""
     ref, dist = as_f64(ref, dist)
+    # The fourth scale's 3x3 window needs 3 rows left after three filter-and-halve steps.
+    need_size(ref.shape, 41, 41, "VIF (4 scales, windows 17 down to 3)")
     num = den = 0.0
     eps = 1e-10
     for scale in range(1, 5):
@@ -125,7 +126,7 @@ def vif_pair(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float
 
 
 def vif(a, b, f) -> float:
-    """VIF: VIFp(A,F)+VIFp(B,F), pixel domain, 4 scales, sigma_n^2 = 2 on 0-255.
+    """VIF: VIFp(A,F)+VIFp(B,F), pixel domain, 4 scales, sigma_n^2 = 2 on 0-255; sides >= 41 px.
 
     VIF = VIFp(A,F) + VIFp(B,F) (sources as reference), see :func:`vif_pair`."""
     return vif_pair(a, f) + vif_pair(b, f)
@@ -185,8 +186,8 @@ def mef_ssim(a, b, f, levels: int = 3) -> float:
     normalised, product of per-scale scores; sources (A, B) as the exposure sequence, all on
     0-255. This is what the DenseFuse authors' ``analysis_ms_ssim`` reports as "MS-SSIM"."""
     a, b, f = as_f64(a, b, f)
-    if min(f.shape) / 2 ** (levels - 1) < 11:
-        raise ValueError(f"MEF-SSIM needs images of at least {11 * 2 ** (levels - 1)} pixels per side")
+    side = 11 * 2 ** (levels - 1)
+    need_size(f.shape, side, side, f"MEF-SSIM ({levels} scales of an 11x11 window)")
     weights = np.array([0.0448, 0.2856, 0.3001])[:levels]
     weights = weights / weights.sum()
     q = []
