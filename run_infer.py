@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -124,17 +125,17 @@ def folder_suffix(args) -> str:
     return f"_fusion_{args.strategy}_{args.output_mode}{backend}"
 
 
-def collect_jobs(args) -> list[tuple[str, list, Path]]:
-    """``(set name, pairs, output folder)`` for everything to fuse; raises on any layout error."""
-    from utils.pairs import PairError, find_pairs, find_sets
+def collect_jobs(args) -> tuple[list[tuple[str, list, Path]], list[str]]:
+    """``(set name, pairs, output folder)`` for everything to fuse, and one line per file without
+    a partner (reported with the other problems of the inputs); raises on any other layout error."""
     out_root = Path(args.output_path)
     if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources, args.scenes))) > 1:
         raise InferError("give one of --inputs A B [C ...], --ir A --vis B, --sources DIR DIR [...] and --scenes DIR, "
                          "not several")
     if args.sources:
-        return [sources_job(args, out_root)]
+        return sources_job(args, out_root)
     if args.scenes:
-        return [scenes_job(args, out_root)]
+        return [scenes_job(args, out_root)], []
     if args.inputs and len(args.inputs) < 2:
         raise InferError(f"--inputs needs at least 2 images, got {len(args.inputs)}: {args.inputs[0]}")
     if args.ir or args.vis:
@@ -145,44 +146,55 @@ def collect_jobs(args) -> list[tuple[str, list, Path]]:
         for f in args.inputs:
             if not Path(f).is_file():
                 raise InferError(f"{f}: file not found")
-        return [("pair", [single_pair(*map(Path, args.inputs))], out_root / "pair")]
-    root = Path(args.test_path)
+        return [("pair", [single_pair(*map(Path, args.inputs))], out_root / "pair")], []
+    return folder_jobs(Path(args.test_path), out_root, folder_suffix(args))
+
+
+def folder_jobs(root: Path, out_root: Path, suffix: str) -> tuple[list[tuple[str, list, Path]], list[str]]:
+    """--test_path: one set, or a folder of sets; files without a partner are returned as problems."""
+    from utils.pairs import PairError, UnpairedFiles, find_pairs, find_sets
     if not root.is_dir():
         raise InferError(f"{root}: folder not found (pass --test_path DIR or --ir FILE --vis FILE)")
-    suffix = folder_suffix(args)
+    unpaired: list[str] = []
     try:
-        layout, pairs = find_pairs(root)
-        print(f"{root}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}")
-        return [(root.name, pairs, out_root / f"{root.name}{suffix}")]
-    except PairError as e:
-        if "no IR/visible pairs found" not in str(e):
-            raise InferError(str(e)) from None
-    try:
-        sets = find_sets(root)
+        try:
+            sets = [(root, *find_pairs(root))]
+        except PairError as e:
+            if isinstance(e, UnpairedFiles) or "no IR/visible pairs found" not in str(e):
+                raise
+            sets = find_sets(root)  # a folder of sets
+    except UnpairedFiles as e:
+        sets, unpaired = e.sets, e.problems
     except PairError as e:
         raise InferError(str(e)) from None
     if not sets:
         raise InferError(f"{root}: no IR/visible pairs found in it or its sub-folders")
     jobs = []
     for s, layout, pairs in sets:
-        print(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}")
+        lone = sum(line.startswith(f"{s}{os.sep}") for line in unpaired)
+        print(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}"
+              + (f", {lone} unpaired {plural(lone, 'file')}" if lone else ""))
         jobs.append((s.name, pairs, out_root / f"{s.name}{suffix}"))
-    return jobs
+    return jobs, unpaired
 
 
-def sources_job(args, out_root: Path) -> tuple[str, list, Path]:
-    """--sources DIR DIR [...]: the sets matched by name across the folders."""
-    from utils.pairs import PairError, sets_from_folders
+def sources_job(args, out_root: Path) -> tuple[list[tuple[str, list, Path]], list[str]]:
+    """--sources DIR DIR [...]: the sets matched by name across the folders, and the files
+    without a partner in every folder."""
+    from utils.pairs import PairError, UnpairedFiles, sets_from_folders
     if len(args.sources) < 2:
         raise InferError(f"--sources needs at least 2 folders, got {len(args.sources)}: {args.sources[0]}")
+    unpaired: list[str] = []
     try:
         sets = sets_from_folders([Path(d) for d in args.sources])
+    except UnpairedFiles as e:
+        sets, unpaired = e.sets[0][2], e.problems
     except PairError as e:
         raise InferError(str(e)) from None
-    if not sets:
+    if not sets and not unpaired:
         raise InferError(f"no images in {', '.join(args.sources)}")
     print(f"{' + '.join(args.sources)}: {len(sets)} {plural(len(sets), 'set')} of {len(args.sources)} sources")
-    return "sources", sets, out_root / f"sources{folder_suffix(args)}"
+    return [("sources", sets, out_root / f"sources{folder_suffix(args)}")], unpaired
 
 
 def scenes_job(args, out_root: Path) -> tuple[str, list, Path]:
@@ -338,10 +350,10 @@ def pair_inputs(pair) -> list[str]:
     return [str(f.resolve()) for f in pair.sources]
 
 
-def check_inputs(args, jobs, decoded: Decoded) -> tuple[list[tuple[str, list, Path]], bool]:
-    """Decode and check every input of every job; report all problems at once. Returns the jobs
-    with their good pairs only, and whether any input was bad."""
-    bad: list[str] = []
+def check_inputs(args, jobs, decoded: Decoded, unpaired: list[str]) -> tuple[list[tuple[str, list, Path]], bool]:
+    """Decode and check every input of every job; report all problems at once, with the files
+    without a partner. Returns the jobs with their good pairs only, and whether any input was bad."""
+    bad: list[str] = list(unpaired)
     checked = []
     every_input = {f.resolve() for _, pairs, _ in jobs for p in pairs for f in p.sources}
     for name, pairs, out_dir in jobs:
@@ -511,9 +523,9 @@ def run_on(args, device, onnx_meta: dict | None, ctx) -> int:
     """Check, load, guard and fuse, as rank ``ctx.rank`` of ``ctx.world`` (one process: 0 of 1)."""
     from utils import distributed as D
     decoded = Decoded()
-    jobs = collect_jobs(args)
+    jobs, unpaired = collect_jobs(args)
     check_source_counts(args, jobs, onnx_meta)
-    checked, any_bad = check_inputs(args, jobs, decoded)
+    checked, any_bad = check_inputs(args, jobs, decoded, unpaired)
     decoded.keep_only({p for _, pairs, _ in checked for p in D.shard(pairs, ctx)})
     weights = pick_weights(args)
     model, info = load_network(args, weights, onnx_meta)

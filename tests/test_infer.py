@@ -147,6 +147,57 @@ def test_skip_bad_fuses_the_rest(tmp_path, tiny_weights, capsys, flat_set):
     assert written == ["1.png", "2.png", "3.png", "fusion_settings.json"]
 
 
+def test_unpaired_files_and_size_mismatches_are_reported_together(tmp_path, tiny_weights, capsys, flat_set):
+    write_gray(flat_set / "IR8.png", 10, 10, 0)
+    write_gray(flat_set / "VIS9.png", 10, 10, 0)
+    write_gray(flat_set / "VIS2.png", 12, 16, 0)  # IR2 is 16x16
+    err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", weights=tiny_weights)
+    lines = err.splitlines()
+    assert lines[0] == "3 problem(s) with the inputs:"
+    assert {line.strip().split(": ")[-1] for line in lines[1:4]} == {"no visible partner", "no infrared partner",
+                                                                     "sizes differ"}
+    assert "IR8.png" in lines[1] and "VIS9.png" in lines[2] and "VIS2.png" in lines[3]
+    assert not (tmp_path / "r").exists()
+
+
+def test_skip_bad_skips_unpaired_files_too(tmp_path, tiny_weights, capsys, flat_set):
+    write_gray(flat_set / "IR8.png", 10, 10, 0)
+    (flat_set / "VIS3.png").write_bytes(b"broken")
+    out = tmp_path / "r"
+    assert infer("--test_path", flat_set, "--output_path", out, "--skip_bad", weights=tiny_weights) == 1
+    cap = capsys.readouterr()
+    assert "IR8.png: no visible partner" in cap.err and "VIS3.png" in cap.err
+    assert "layout IR<k> + VIS<k>, 3 pairs, 1 unpaired file" in cap.out
+    assert sorted(p.name for p in (out / "Flat_fusion").iterdir()) == ["1.png", "2.png", "fusion_settings.json"]
+
+
+def test_skip_bad_fuses_every_set_of_a_folder_whatever_the_others_problems(tmp_path, tiny_weights, capsys):
+    for name in ("A", "B"):
+        for k in (1, 2):
+            write_gray(tmp_path / "sets" / name / "ir" / f"{k}.png", 12, 14, k)
+            write_gray(tmp_path / "sets" / name / "vi" / f"{k}.png", 12, 14, k + 5)
+    write_gray(tmp_path / "sets/A/vi/3.png", 12, 14, 0)
+    write_gray(tmp_path / "sets/B/vi/4.png", 12, 14, 0)
+    out = tmp_path / "r"
+    assert infer("--test_path", tmp_path / "sets", "--output_path", out, "--skip_bad", weights=tiny_weights) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "A/vi/3.png: no infrared partner" in err and "B/vi/4.png" in err
+    for name in ("A", "B"):
+        assert sorted(p.name for p in (out / f"{name}_fusion").glob("*.png")) == ["1.png", "2.png"]
+
+
+def test_skip_bad_with_sources_fuses_the_complete_sets(tmp_path, tiny_weights, capsys):
+    folders = [tmp_path / d for d in ("under", "over", "mid")]
+    for i, d in enumerate(folders):
+        for name in ("a", "b"):
+            write_gray(d / f"{name}.png", 12, 14, i)
+    write_gray(folders[0] / "c.png", 12, 14, 0)
+    out = tmp_path / "r"
+    rc = infer("--sources", *folders, "--output_path", out, "--skip_bad", weights=tiny_weights)
+    assert rc == 1 and "c.*: missing" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "sources_fusion").glob("*.png")) == ["a.png", "b.png"]
+
+
 def test_missing_partners_all_listed(tmp_path, tiny_weights, capsys, flat_set):
     write_gray(flat_set / "IR8.png", 10, 10, 0)
     write_gray(flat_set / "VIS9.png", 10, 10, 0)

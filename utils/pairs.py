@@ -28,6 +28,17 @@ class PairError(ValueError):
     """A folder whose pairs cannot be formed; the message names the files at fault."""
 
 
+class UnpairedFiles(PairError):
+    """Files without a partner. Besides the message (every such file listed) it carries what
+    could be matched, so that a caller may report these files with its other problems and go
+    on with the rest: ``sets`` as :func:`find_sets` gives them (folder, layout, pairs), and
+    ``problems``, one line per file."""
+
+    def __init__(self, message: str, sets: list[tuple[Path, str, list[Pair]]], problems: list[str]):
+        super().__init__(message)
+        self.sets, self.problems = sets, problems
+
+
 @dataclass(frozen=True)
 class Pair:
     """One set of registered sources, named: ``ir`` and ``vis`` (the two of an IR/visible pair, or
@@ -59,14 +70,15 @@ def _subfolder(folder: Path, names: tuple[str, ...]) -> Path | None:
     return found[0] if found else None
 
 
-def _match(ir_files: dict[str, Path], vis_files: dict[str, Path], folder: Path,
+def _match(ir_files: dict[str, Path], vis_files: dict[str, Path], folder: Path, layout: str,
            partners: tuple[str, str] = ("visible", "infrared")) -> list[Pair]:
     problems = [f"{p}: no {partners[0]} partner" for k, p in sorted(ir_files.items()) if k not in vis_files]
     problems += [f"{p}: no {partners[1]} partner" for k, p in sorted(vis_files.items()) if k not in ir_files]
+    pairs = [Pair(k, ir_files[k], vis_files[k]) for k in sorted(ir_files, key=natural_key) if k in vis_files]
     if problems:
-        raise PairError(f"{folder}: {len(problems)} unpaired file(s):\n  " + "\n  ".join(problems))
-    keys = sorted(ir_files, key=natural_key)
-    return [Pair(k, ir_files[k], vis_files[k]) for k in keys]
+        raise UnpairedFiles(f"{folder}: {len(problems)} unpaired file(s):\n  " + "\n  ".join(problems),
+                            [(folder, layout, pairs)], problems)
+    return pairs
 
 
 def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
@@ -83,7 +95,8 @@ def pairs_from_folders(ir_dir: Path, vis_dir: Path) -> list[Pair]:
     for d in (ir_dir, vis_dir):
         if not d.is_dir():
             raise PairError(f"{d}: folder not found")
-    return _match(_by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir), ir_dir.parent)
+    return _match(_by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir), ir_dir.parent,
+                  f"{ir_dir.name}/ + {vis_dir.name}/")
 
 
 def sets_from_folders(folders: list[Path]) -> list[Pair]:
@@ -99,10 +112,12 @@ def sets_from_folders(folders: list[Path]) -> list[Pair]:
     for n in names:
         where = [d for d, files in zip(folders, by_folder, strict=True) if n in files]
         problems += [f"{d / n}.*: missing (present in {', '.join(map(str, where))})" for d in folders if d not in where]
+    sets = [Pair(n, *(files[n] for files in by_folder[:2]), tuple(files[n] for files in by_folder[2:]))
+            for n in names if all(n in files for files in by_folder)]
     if problems:
-        raise PairError(f"{len(problems)} file(s) without a partner in every folder:\n  " + "\n  ".join(problems))
-    return [Pair(n, *(files[n] for files in by_folder[:2]), tuple(files[n] for files in by_folder[2:]))
-            for n in names]
+        raise UnpairedFiles(f"{len(problems)} file(s) without a partner in every folder:\n  " + "\n  ".join(problems),
+                            [(folders[0].parent, "sources", sets)], problems)
+    return sets
 
 
 def scenes(root: Path) -> list[Pair]:
@@ -134,16 +149,18 @@ def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
     for layout, ir_names, vis_names in SUBFOLDER_LAYOUTS:
         ir_dir, vis_dir = _subfolder(folder, ir_names), _subfolder(folder, vis_names)
         if ir_dir is not None and vis_dir is not None:
-            pairs = _match(_by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir), folder)
-            if not pairs:
+            spelt = f"{ir_dir.name}/ + {vis_dir.name}/"  # as the folders are spelt
+            ir_files, vis_files = _by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir)
+            if not ir_files and not vis_files:
                 raise PairError(f"{folder}: layout {layout} found but it holds no images")
-            return f"{ir_dir.name}/ + {vis_dir.name}/", pairs  # as the folders are spelt
+            return spelt, _match(ir_files, vis_files, folder, spelt)
     ir_files, vis_files = _by_name_pattern(folder, FLAT_PATTERN, side=1, key=2, second="vis")
     if ir_files or vis_files:
-        return "IR<k> + VIS<k>", _match(ir_files, vis_files, folder)
+        return "IR<k> + VIS<k>", _match(ir_files, vis_files, folder, "IR<k> + VIS<k>")
     a_files, b_files = _by_name_pattern(folder, LYTRO_PATTERN, side=2, key=1, second="b")
     if a_files or b_files:
-        return "<name>-A + <name>-B (multi-focus)", _match(a_files, b_files, folder, ("-B", "-A"))
+        lytro = "<name>-A + <name>-B (multi-focus)"
+        return lytro, _match(a_files, b_files, folder, lytro, ("-B", "-A"))
     raise PairError(f"{folder}: no IR/visible pairs found (expected ir/ + vi/, INF_images/ + "
                     f"VIS_images/, or files IR<k>.* + VIS<k>.* or <name>-A.* + <name>-B.*)")
 
@@ -169,14 +186,20 @@ def find_sets(root: str | Path) -> list[tuple[Path, str, list[Pair]]]:
     root = Path(root)
     if not root.is_dir():
         raise PairError(f"{root}: folder not found")
-    sets = []
+    sets, unpaired = [], []
     for child in sorted(root.iterdir()):
         if child.is_dir() and not child.name.startswith("."):
             try:
                 layout, pairs = find_pairs(child)
+            except UnpairedFiles as e:  # listed with every other set's, once all are seen
+                unpaired.append(e)
+                sets += e.sets
+                continue
             except PairError as e:
                 if "no IR/visible pairs found" in str(e):
                     continue
                 raise
             sets.append((child, layout, pairs))
+    if unpaired:
+        raise UnpairedFiles("\n".join(map(str, unpaired)), sets, [p for e in unpaired for p in e.problems])
     return sets
