@@ -378,3 +378,32 @@ def test_a_size_mismatch_after_exif_rotation_says_so(tmp_path, tiny_weights, cap
     assert run_infer.main(["--test_path", str(tmp_path), "--output_path", str(tmp_path / "out"),
                            "--weights", str(tiny_weights), "--device", "cpu"]) == 2
     assert "IR1.jpg (10x16, after its EXIF rotation)" in capsys.readouterr().err
+
+
+def test_a_full_disk_during_fusion_is_one_error_and_keeps_the_images_written(tmp_path, tiny_weights, flat_set,
+                                                                             capsys, monkeypatch):
+    import errno
+
+    import run_infer
+    from utils import images
+    real, calls = images.atomic_write, []
+
+    def atomic_write(path, write):
+        calls.append(path)
+        if len(calls) < 2:
+            return real(path, write)
+
+        def fill_the_disk(fh):
+            fh.write(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, fill_the_disk)
+
+    monkeypatch.setattr(images, "atomic_write", atomic_write)
+    out = tmp_path / "r" / "Flat_fusion"
+    assert run_infer.main(["--test_path", str(flat_set), "--output_path", str(tmp_path / "r"), "--weights",
+                           str(tiny_weights), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write {out / '2.png'}: No space left on device")
+    assert "images written before it are complete" in err[0]
+    assert images.load_image(out / "1.png").shape == (21, 17)
+    assert not (out / "2.png").exists() and not list(out.glob(".*.tmp"))

@@ -239,4 +239,7 @@ def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
             fused = fuse_images(model, *read(pair), settings=settings)
         except FusionError as e:
             raise FusionError(f"pair {pair.name} ({' + '.join(map(str, pair.sources))}): {e}") from None
-        save_image(out_dir / f"{pair.name}.png", fused)
+        try:
+            save_image(out_dir / f"{pair.name}.png", fused)
+        except OSError as e:  # a full disk: the atomic write left no partial file, nor lost an old one
+            raise FusionError(f"cannot write {out_dir / f'{pair.name}.png'}: {e.strerror or e}") from None
