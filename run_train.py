@@ -159,7 +159,7 @@ def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
         T.fail(f"none of the {len(bad)} images under {root} could be decoded (first: {bad[0][1]})")
     paths = paths[:cfg.train_num] if cfg.train_num else paths
     if resume is not None:
-        T.check_same_images(resume, cfg.resume_path, root, paths)
+        T.check_same_images(resume, cfg.resume_path, root, paths, [p for p, _ in bad])
     return paths
 
 

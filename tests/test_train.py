@@ -515,6 +515,9 @@ def test_resume_on_other_images_is_refused_naming_what_differs(images, tmp_path,
     assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"), "--num_epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert "missing: im2.png" in err and "not in the run: other.png" in err
+    truncate(images / "im0.png")  # a file broken since: named as such, not as missing
+    assert run_train.main(["--resume_path", str(tmp_path / "b/r/checkpoints/last.pt"), "--num_epochs", "2"]) == 2
+    assert "no longer decodable: im0.png" in capsys.readouterr().err
     assert not (tmp_path / "b/r/checkpoints/epoch_2.pt").exists()
 
 

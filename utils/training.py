@@ -213,10 +213,12 @@ def load_resume(path: str) -> dict:
     return resume
 
 
-def check_same_images(resume: dict, resume_path: str, root: Path, paths: list[Path]) -> None:
+def check_same_images(resume: dict, resume_path: str, root: Path, paths: list[Path],
+                      undecodable: list[Path] = ()) -> None:
     """A resume trains on the files it started with: the same names (relative to the image
-    folder, which may have moved) in the same order, else one error saying what differs. The
-    run folder's ``images.txt`` names the files; older checkpoints have no record to check."""
+    folder, which may have moved) in the same order, else one error saying what differs
+    (``undecodable``: files present that no longer decode). The run folder's ``images.txt``
+    names the files; older checkpoints have no record to check."""
     from utils.data import image_record, relative_names
     recorded = resume.get("images")
     if not isinstance(recorded, dict) or image_record(root, paths) == recorded:
@@ -229,9 +231,11 @@ def check_same_images(resume: dict, resume_path: str, root: Path, paths: list[Pa
         names = None
     if names is not None:
         now = relative_names(root, paths)
-        gone, new = sorted(set(names) - set(now)), sorted(set(now) - set(names))
+        broken = set(relative_names(root, list(undecodable)))
+        gone, new = sorted(set(names) - set(now) - broken), sorted(set(now) - set(names))
         why += "".join(f"; {label}: {', '.join(n[:3])}{', ...' if len(n) > 3 else ''}"
-                       for label, n in (("missing", gone), ("not in the run", new)) if n)
+                       for label, n in (("missing", gone), ("not in the run", new),
+                                        ("no longer decodable", sorted(broken & set(names)))) if n)
     fail(f"the images under {root} are not the run's training images ({why}); pass --image_path "
          f"with the run's own images (moved folders are fine: the names below it must match)")
 
