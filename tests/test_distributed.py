@@ -126,6 +126,7 @@ def test_two_ranks_train_what_one_process_trains_and_resume_in_one(images, tmp_p
                                                   b["optimizer"]["state"][0].values(), strict=True))
 
 
+@pytest.mark.slow  # 16 s: two torchrun launches with a restart; the plain launches run by default
 def test_a_killed_worker_comes_back_and_ctrl_c_leaves_a_resumable_checkpoint(images, tmp_path, reference):
     """One launch, two faults: rank 1 is killed at step 2 and torchrun (--max-restarts 1) starts
     both ranks again, which continue from last.pt by themselves (--resume_path auto); in that
@@ -143,6 +144,7 @@ def test_a_killed_worker_comes_back_and_ctrl_c_leaves_a_resumable_checkpoint(ima
     assert max_diff(checkpoint(reference / "last.pt"), checkpoint(last)) <= 1e-6
 
 
+@pytest.mark.slow  # 9 s: a third torchrun training launch
 def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_error(images, tmp_path):
     r = torchrun("-c", FAULTY, *train_args(images, tmp_path / "two", "--num_epochs", "2"),
                  env={"DENSEFUSE_TEST_FAULT": "nan:2"})

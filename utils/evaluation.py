@@ -133,8 +133,9 @@ def not_scored_lines(skipped: NotScored, pairs: int, method: str = "") -> list[s
     lines = []
     for m, where in skipped.items():
         names = ", ".join(repr(n) for n, _ in where[:3]) + (", ..." if len(where) > 3 else "")
+        mean = "it has no mean" if len(where) == pairs else f"its mean is over the other {pairs - len(where)}"
         lines.append(f"{method + ': ' if method else ''}{m} not scored on {len(where)} of {pairs} pair(s) "
-                     f"({names}): {where[0][1]}; its mean is over the other pairs")
+                     f"({names}): {where[0][1]}; {mean}")
     return lines
 
 
