@@ -591,7 +591,7 @@ def score_set(name: str, pairs: list, out_dir: Path) -> None:
     """--eval: the standard profile's mean row of the set just fused."""
     import warnings
 
-    from utils.evaluation import EvalError, evaluate, format_table, mean_row
+    from utils.evaluation import EvalError, evaluate, format_row, mean_row
     from utils.images import ImageReadError
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -603,8 +603,8 @@ def score_set(name: str, pairs: list, out_dir: Path) -> None:
     for w in caught:  # metrics too small for some pairs, NaN values: what the mean row leaves out
         print(f"warning: {name}: {w.message}", file=sys.stderr)
     note = "; colour scored on luma Y" if colour else ""
-    print(format_table([mean_row(rows)], f"{name}: standard-profile metrics, mean of {len(rows)} "
-                                         f"{plural(len(rows), 'pair')}{note}"))
+    print(format_row(mean_row(rows), f"{name}: standard-profile metrics, mean of {len(rows)} "
+                                     f"{plural(len(rows), 'pair')}{note}"))
 
 
 def main(argv=None) -> int:

@@ -211,8 +211,15 @@ def test_infer_eval_on_images_too_small_for_a_metric_scores_the_rest_and_fuses_l
     cap = capsys.readouterr()
     assert (tmp_path / "r/A_small_fusion/1.png").is_file() and (tmp_path / "r/B_large_fusion/1.png").is_file()
     assert "warning: A_small: MS-SSIM not scored on 1 of 1 pair(s) ('1')" in cap.err and "B_large:" not in cap.err
-    means = [line.split() for line in cap.out.splitlines() if line.startswith("mean ")]
-    heads = [line.split() for line in cap.out.splitlines() if line.startswith("pair ")]
-    small, large = (dict(zip(h[1:], m[1:], strict=True)) for h, m in zip(heads, means, strict=True))
+    lines = cap.out.splitlines()
+
+    def mean_of(name):  # six lines after the title: metric names above their values
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{name}: standard-profile metrics"))
+        assert all(len(line) <= 80 for line in lines[at + 1:at + 7])
+        block = [line.split() for line in lines[at + 1:at + 7]]
+        return {k: v for names, values in zip(block[::2], block[1::2], strict=True)
+                for k, v in zip(names, values, strict=True)}
+    small, large = mean_of("A_small"), mean_of("B_large")
+    assert list(small) == list(M.STANDARD)
     assert small["MS-SSIM"] == "n/a" and small["VIF"] == "n/a" and -1 <= float(small["SSIM"]) <= 1
     assert math.isfinite(float(large["MS-SSIM"])) and "Traceback" not in cap.err

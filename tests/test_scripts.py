@@ -142,6 +142,10 @@ def test_results_table_and_figure(tmp_path, tiny_weights):
                                "--strategies", "add", "mean", "--profiles", "standard"]) == 0
     md = (out / "tables.md").read_text()
     assert "(A+B)/2" in md and "ours add/minmax" in md and "ours mean/clip" in md
+    from utils.metrics import PROFILES
+    heads = [line.split(" | ")[1:] for line in md.splitlines() if line.startswith("| method |")]
+    assert [len(h) for h in heads] == [12, 11] and "(metrics 13-23 of 23)" in md
+    assert [k.strip(" |") for h in heads for k in h] == list(PROFILES["standard"])
     avg = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "Tno_average" / "1.png"), float)
     from utils.images import load_image
     a, b = load_image(flat / "IR1.png") * 255, load_image(flat / "VIS1.png") * 255

@@ -205,6 +205,17 @@ def format_table(rows: list[dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
+def format_row(row: dict, title: str = "", per_line: int = 8) -> str:
+    """One row (a mean row) as lines of ``per_line`` metrics, each name above its value: the
+    23 standard metrics fit an 80-column terminal in six lines."""
+    keys = [k for k in row if k != "pair"]
+    lines = [title] if title else []
+    for i in range(0, len(keys), per_line):
+        part = keys[i:i + per_line]
+        lines += [" ".join(f"{k:>9}" for k in part), " ".join(_cell(row[k]) for k in part)]
+    return "\n".join(lines)
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
