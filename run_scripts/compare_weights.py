@@ -65,10 +65,6 @@ def set_images(pairs, rgb: bool = False):
             yield f"{p.name} {what}", as_rgb(img) if rgb else img
 
 
-def fmt(v: float | None) -> str:
-    return "n/a" if v is None else "inf" if math.isinf(v) else f"{v:.4f}"  # n/a: images too small
-
-
 def psnr_section(models: dict, sets: dict, report: dict, rgb: bool) -> list[str]:
     """Reconstruction PSNR of every source image under both networks (Markdown lines)."""
     import numpy as np
@@ -95,7 +91,7 @@ def fusion_section(models: dict, set_name: str, pairs, strategy: str, mode: str,
                    report: dict) -> list[str]:
     """Both networks fuse the set with one setting; the means of the :data:`COMPARED` metrics
     and their relative difference (Markdown lines)."""
-    from utils.evaluation import evaluate, mean_row  # SciPy: only after parsing
+    from utils.evaluation import evaluate, format_value, mean_row  # SciPy: only after parsing
     from utils.fusion import FuseSettings, fuse_pairs
     key = f"{set_name} {strategy}/{mode}"
     means = {}
@@ -112,7 +108,8 @@ def fusion_section(models: dict, set_name: str, pairs, strategy: str, mode: str,
     for mt in COMPARED:
         d = diff[mt]
         note = "yes" if abs(d) <= 2 else ("no (ours higher)" if d > 0 else "no")  # all: higher is better
-        md.append(f"| {mt} | {fmt(means['ours'][mt])} | {fmt(means['reference'][mt])} | {d:+.2f} | {note} |")
+        ours, ref = format_value(means["ours"][mt]), format_value(means["reference"][mt])
+        md.append(f"| {mt} | {ours} | {ref} | {d:+.2f} | {note} |")
     print(f"{key}: " + ", ".join(f"{mt} {diff[mt]:+.2f}%" for mt in COMPARED))
     return [*md, ""]
 

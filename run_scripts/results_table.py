@@ -12,7 +12,6 @@ strategies in --official_strategies.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -31,22 +30,19 @@ def average_baseline(pairs, folder: Path) -> None:
         save_image(folder / f"{p.name}.png", (a + b) / 2)
 
 
-def _cell(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}" if math.isfinite(v) else "inf"  # n/a: images too small
-
-
 #: Columns per Markdown table: the standard profile's 23 metrics are split in two readable tables.
 COLUMNS = 12
 
 
 def markdown_tables(title: str, means: dict[str, dict], keys: list[str]) -> list[str]:
     """Lines of one table of ``means`` (method -> mean row) per :data:`COLUMNS` metrics."""
+    from utils.evaluation import format_value
     lines = []
     for start in range(0, len(keys), COLUMNS):
         part = keys[start:start + COLUMNS]
         label = f" (metrics {start + 1}-{start + len(part)} of {len(keys)})" if len(keys) > COLUMNS else ""
         lines += [f"#### {title}{label}", "", "| method | " + " | ".join(part) + " |", "|---" * (len(part) + 1) + "|"]
-        lines += [f"| {m} | " + " | ".join(_cell(row[k]) for k in part) + " |" for m, row in means.items()]
+        lines += [f"| {m} | " + " | ".join(format_value(row[k]) for k in part) + " |" for m, row in means.items()]
         lines.append("")
     return lines
 

@@ -223,3 +223,9 @@ def test_infer_eval_on_images_too_small_for_a_metric_scores_the_rest_and_fuses_l
     assert list(small) == list(M.STANDARD)
     assert small["MS-SSIM"] == "n/a" and small["VIF"] == "n/a" and -1 <= float(small["SSIM"]) <= 1
     assert math.isfinite(float(large["MS-SSIM"])) and "Traceback" not in cap.err
+
+
+def test_scores_print_alike_in_every_table():
+    from utils.evaluation import format_value
+    assert [format_value(v) for v in (None, 1 / 3, math.inf, -math.inf, math.nan)] == \
+        ["n/a", "0.3333", "inf", "-inf", "nan"]

@@ -190,8 +190,14 @@ def mean_row(rows: list[dict]) -> dict:
     return {"pair": "mean", **{k: float(np.mean(v)) if (v := scored(rows, k)) else None for k in keys}}
 
 
+def format_value(v: float | None) -> str:
+    """A score as printed in every table: four decimals; ``n/a`` when not scored (images too
+    small for the metric); ``inf``, ``-inf`` or ``nan`` as such."""
+    return "n/a" if v is None else f"{v:.4f}" if math.isfinite(v) else str(v)
+
+
 def _cell(v: float | None) -> str:
-    return f"{'n/a':>9}" if v is None else f"{'inf':>9}" if math.isinf(v) else f"{v:>9.4f}"
+    return f"{format_value(v):>9}"
 
 
 def format_table(rows: list[dict], title: str = "") -> str:
