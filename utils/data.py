@@ -31,7 +31,7 @@ def check_decodable(paths: list[Path], gray: bool = True, workers: int = 4,
     """Decode every file in ``paths`` once, as training will: (good, [(path, reason)] failures,
     files with several frames). A file whose header parses but whose data is truncated fails
     here, before anything is written, instead of mid-run. Pillow releases the GIL while it
-    decodes, so the files are read on ``workers`` threads (about 2 ms per BSDS image)."""
+    decodes, so the files are read on ``workers`` threads (the 500 BSDS JPEGs: 2.6 s on 2 busy cores)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
