@@ -562,3 +562,15 @@ def test_a_second_ctrl_c_stops_at_once_pointing_at_a_checkpoint_that_exists(imag
     err = capsys.readouterr().err
     last = tmp_path / "b/r/checkpoints/last.pt"
     assert f"--resume_path {last}" in err and last.is_file() and "Traceback" not in err
+
+
+def test_multi_frame_training_images_are_named_in_one_warning(images, tmp_path, capsys):
+    from PIL import Image
+    frames = [Image.fromarray(np.full((30, 30), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(images / "pages.tif", save_all=True, append_images=frames[1:])
+    for i in range(8):  # more files than the decode check has threads
+        write_gray(images / f"more{i}.png", 24, 24, i)
+    assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "2") == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "several frames" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: 1 image(s) have several frames")
+    assert warned[0].endswith(str(images / "pages.tif"))

@@ -36,27 +36,27 @@ def check_decodable(paths: list[Path], gray: bool = True, workers: int = 4,
 
     from tqdm import tqdm
 
-    def check(path: Path) -> tuple[str | None, bool]:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ImageWarning)
-            try:
-                load_image(path, gray=gray)
-            except ImageReadError as e:
-                return str(e), False
-        return None, any(issubclass(w.category, ImageWarning) for w in caught)
+    def check(path: Path) -> str | None:
+        try:
+            load_image(path, gray=gray)
+        except ImageReadError as e:
+            return str(e)
+        return None
 
-    good, bad, multi = [], [], []
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = pool.map(check, paths)
-        bar = tqdm(results, total=len(paths), desc="checking training images", unit="image",
+    good, bad = [], []
+    # One catch_warnings around all threads: it swaps process-wide state, so a per-thread one
+    # would hand a warning to the wrong file's list (the warnings module is not thread-safe).
+    with warnings.catch_warnings(record=True) as caught, ThreadPoolExecutor(max(1, workers)) as pool:
+        warnings.simplefilter("always", ImageWarning)
+        bar = tqdm(pool.map(check, paths), total=len(paths), desc="checking training images", unit="image",
                    leave=False, disable=None if progress and len(paths) >= 200 else True)
-        for path, (problem, several) in zip(paths, bar, strict=True):
-            if problem is not None:
+        for path, problem in zip(paths, bar, strict=True):
+            if problem is None:
+                good.append(path)
+            else:
                 bad.append((path, problem))
-                continue
-            good.append(path)
-            if several:
-                multi.append(path)
+    said = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
+    multi = [p for p in good if any(m.startswith(f"{p}: ") for m in said)]  # messages name their file first
     return good, bad, multi
 
 

@@ -505,16 +505,13 @@ class Trainer:
             return
         p = self.progress
         try:
-            self._save(name, epoch, p)
+            save_checkpoint(self.ckpt_dir / name, self.model, self.config, epoch, p.step, self.optimizer,
+                            self.scheduler, best_loss=p.best, run_id=self.run_id, epoch_sums=list(p.epoch_sums),
+                            images=self.images)
         except OSError as e:  # a full disk: the atomic write left the previous file intact
             kept = latest_checkpoint(self.ckpt_dir)
             fail(f"cannot write checkpoint {self.ckpt_dir / name}: {e.strerror or e}; "
                  + (f"the last good checkpoint is {kept}" if kept else "no checkpoint was written"))
-
-    def _save(self, name: str, epoch: int, p: Progress) -> None:
-        save_checkpoint(self.ckpt_dir / name, self.model, self.config, epoch, p.step, self.optimizer,
-                        self.scheduler, best_loss=p.best, run_id=self.run_id, epoch_sums=list(p.epoch_sums),
-                        images=self.images)
 
     def loader(self, epoch: int):
         """The rest of ``epoch``'s batches, in the order a pure function of (seed, epoch) gives
