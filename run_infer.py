@@ -591,11 +591,11 @@ def score_set(name: str, pairs: list, out_dir: Path) -> None:
     """--eval: the standard profile's mean row of the set just fused."""
     import warnings
 
-    from utils.evaluation import EvalError, evaluate, format_row, mean_row
+    from utils.evaluation import EvalError, MetricWarning, evaluate, format_row, mean_row
     from utils.images import ImageReadError
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", MetricWarning)  # others keep their once-per-place filter
             rows, colour = evaluate(pairs, out_dir, "standard", progress=False)
     except (EvalError, ImageReadError) as e:  # the images are written; the later sets still get fused
         print(f"warning: {name}: not scored: {e}", file=sys.stderr)
