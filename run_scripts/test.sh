@@ -4,6 +4,8 @@
 #   IMAGE_PATH=/data/coco2014/train bash run_scripts/test.sh   # the paper's recipe on your data
 #   GRAY=0 bash run_scripts/test.sh                   # the same with the RGB (3-channel) network
 # Extra arguments are passed to run_train.py, e.g. `bash run_scripts/test.sh --ssim_weight 1000`.
+# It runs $PYTHON (default: python3 on PATH, so activate the environment holding torch first,
+# or PYTHON=/path/to/venv/bin/python bash run_scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

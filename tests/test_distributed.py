@@ -122,8 +122,12 @@ def test_two_ranks_train_what_one_process_trains_and_resume_in_one(images, tmp_p
                            "--device", "cpu"]) == 0
     a, b = checkpoint(reference / "last.pt"), checkpoint(two / "last.pt")
     assert b["step"] == 6 and max_diff(a, b) <= 1e-6
-    assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(),
-                                                  b["optimizer"]["state"][0].values(), strict=True))
+    # Adam's state to a tolerance, not to the bit: the gloo all-reduce and the micro-batch loop add
+    # the same two gradients, but which kernels the CPU runs (AVX2, AVX-512) decides the last bits.
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert float(pa["step"]) == float(pb["step"]) == 6
+        for k in ("exp_avg", "exp_avg_sq"):  # relative to each tensor's scale: elements near 0 differ most
+            assert (pb[k] - pa[k]).abs().max() <= 1e-4 * pa[k].abs().max(), k
 
 
 @pytest.mark.slow  # 16 s: two torchrun launches with a restart; the plain launches run by default

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,22 @@ def copy_project(dest):
     return dest
 
 
+def new_venv_seeing_these_packages(venv) -> str:
+    """A new virtual environment whose interpreter also sees the packages of the one running the
+    tests (torch, setuptools: nothing is downloaded), through a ``.pth`` file listing this
+    interpreter's site-packages folders. ``--system-site-packages`` would not do: from inside a
+    virtual environment it exposes the base interpreter's packages, not this environment's."""
+    import site
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in dict.fromkeys([*site.getsitepackages(), *sys.path])
+            if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
+    (Path(purelib) / "running_tests_packages.pth").write_text("\n".join(ours) + "\n")
+    return python
+
+
 #: Run in the installed environment from a folder outside the project: every module imports,
 #: the shipped weights load with their hash checked, and the three commands start.
 CHECK = """
@@ -96,9 +113,7 @@ hubconf.densefuse(lam=1000)
 def test_pip_install(tmp_path, editable):
     project = copy_project(tmp_path / "project")
     venv = tmp_path / "venv"
-    # The venv sees this environment's packages (torch, setuptools): nothing is downloaded.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
+    python = new_venv_seeing_these_packages(venv)
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                "--no-build-isolation", *(["-e"] if editable else []), str(project)]
     subprocess.run(install, check=True, capture_output=True)

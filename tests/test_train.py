@@ -447,11 +447,13 @@ def test_training_launcher_demo_in_both_modes(tmp_path, gray):
     flags override the demo's, to keep it to seconds here."""
     import os
     import subprocess
+    import sys
 
     from tests.conftest import ROOT
     out = subprocess.run(["bash", str(ROOT / "run_scripts/test.sh"), "--image_size", "32", "--epoch_size", "4",
                           "--num_epochs", "1", "--output_dir", str(tmp_path), "--val_path", "", "--device", "cpu"],
-                         env={**os.environ, "GRAY": gray}, capture_output=True, text=True, cwd=ROOT)
+                         env={**os.environ, "GRAY": gray, "PYTHON": sys.executable}, capture_output=True, text=True,
+                         cwd=ROOT)  # PYTHON: the interpreter running the tests, whether or not its venv is active
     assert out.returncode == 0 and "DEMO" in out.stdout, out.stderr
     (ckpt,) = tmp_path.glob("demo_*/checkpoints/last.pt")
     assert torch.load(ckpt, weights_only=True)["model_args"]["channels"] == (1 if gray == "1" else 3)
