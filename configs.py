@@ -42,7 +42,19 @@ def expected_sha256(weights: str | Path) -> str | None:
 #: Bundled licence-clean natural images for the training demo (see data_train_sample/README.md).
 DEMO_TRAIN_IMAGES = ROOT / "data_train_sample"
 TEST_DATA = ROOT / "data_test"
-RESULTS = ROOT / "data_result"
+#: Outputs go below the current directory (never into the checkout or site-packages).
+RESULTS = Path("data_result")
+
+
+def bundled_note(path: str | Path) -> str:
+    """Why a default data folder may be absent: ``path`` is one of the checkout's bundled folders
+    (``data_test/``, ``data_train_sample/``), which ``pip install`` does not copy. '' otherwise."""
+    path = Path(path)
+    for bundled in (TEST_DATA, DEMO_TRAIN_IMAGES):
+        if path == bundled or bundled in path.parents:
+            return (f" (the checkout's bundled {bundled.name}/, which an installed copy does not have: "
+                    f"it holds the code and weights only)")
+    return ""
 
 SSIM_WEIGHTS = (1, 10, 100, 1000)
 #: Names the command lines offer, kept here so that ``--help`` needs no torch import; tests check

@@ -22,6 +22,9 @@ def densefuse(lam: int = 100, channels: int = 1, pretrained: bool = True):
     from configs import SHIPPED_BY_LAMBDA, SHIPPED_RGB_BY_LAMBDA
     from models.densefuse import DenseFuse
     from utils.checkpoint import load_model
+    for name, value in (("lam", lam), ("channels", channels)):
+        if type(value) is not int:  # True would be read as 1 (lam=True gave the lambda = 1 network)
+            raise ValueError(f"{name} must be an int, got {value!r}")
     if not pretrained:
         return DenseFuse(channels=channels).eval()
     table = {1: SHIPPED_BY_LAMBDA, 3: SHIPPED_RGB_BY_LAMBDA}.get(channels)
@@ -41,15 +44,19 @@ def fuse(*sources: torch.Tensor, network=None, lam: int = 100, strategy: str = "
     device; not ``model``, which is ``torch.hub.load``'s own argument). ``strategy``: add, mean, l1_norm
     or max. ``output_mode``: None returns the decoder's raw output; ``"clip"`` clamps to [0, 1];
     ``"minmax"`` stretches each image to [0, 1] (as the official release did for add).
+    Anything else (uint8 or 0-255 tensors, 1-D or 3-D shapes, channels the network does not take,
+    images under 2x2, a negative ``l1_radius``) is a ValueError saying what is expected.
     """
     from models.fusion import get_strategy
-    if len(sources) < 2:
-        raise ValueError(f"fuse needs at least 2 images, got {len(sources)}")
-    if len({tuple(s.shape) for s in sources}) > 1:
-        raise ValueError(f"image shapes differ: {[tuple(s.shape) for s in sources]}")
+    check_fuse_arguments(sources, l1_radius, output_mode)
     flat = sources[0].dim() == 2
     batch = [s[None, None] if flat else s for s in sources]
-    model = (network or densefuse(lam)).to(batch[0].device)
+    model = network or densefuse(lam)
+    channels = model.model_args()["channels"]
+    if batch[0].shape[1] != channels:
+        raise ValueError(f"this network fuses {channels}-channel images, (B,{channels},H,W)"
+                         f"{' or (H,W)' if channels == 1 else ''}; got shape {tuple(sources[0].shape)}")
+    model = model.to(batch[0].device)
     features = model.encode(torch.cat(batch))
     out = model.decode(get_strategy(strategy, l1_radius)(*features.chunk(len(batch))))
     if output_mode == "clip":
@@ -57,6 +64,32 @@ def fuse(*sources: torch.Tensor, network=None, lam: int = 100, strategy: str = "
     elif output_mode == "minmax":
         lo, hi = out.amin(dim=(1, 2, 3), keepdim=True), out.amax(dim=(1, 2, 3), keepdim=True)
         out = torch.where(hi > lo, (out - lo) / (hi - lo).clamp_min(1e-12), out.clamp(0, 1))
-    elif output_mode is not None:
-        raise ValueError(f"output_mode must be None, 'clip' or 'minmax', got {output_mode!r}")
     return out[0, 0] if flat else out
+
+
+def check_fuse_arguments(sources, l1_radius, output_mode) -> None:
+    """What :func:`fuse` takes, checked as the command line checks it: a ValueError that says
+    what is expected instead of an error from deep inside PyTorch (or a silently white image)."""
+    if len(sources) < 2:
+        raise ValueError(f"fuse needs at least 2 images, got {len(sources)}")
+    if not all(isinstance(s, torch.Tensor) for s in sources):
+        raise ValueError(f"fuse takes tensors, got {[type(s).__name__ for s in sources]}")
+    if len({tuple(s.shape) for s in sources}) > 1:
+        raise ValueError(f"image shapes differ: {[tuple(s.shape) for s in sources]}")
+    shape, dtype = tuple(sources[0].shape), sources[0].dtype
+    if len(shape) not in (2, 4):
+        raise ValueError(f"images must be (H,W) or (B,C,H,W) tensors, got shape {shape}")
+    if shape[-1] < 2 or shape[-2] < 2 or (len(shape) == 4 and shape[0] < 1):
+        raise ValueError(f"images must be at least 2x2 pixels, got shape {shape}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"images must be float tensors in [0, 1], got {dtype} (divide 8-bit images by 255)")
+    if not all(bool(torch.isfinite(s).all()) for s in sources):
+        raise ValueError("images hold NaN or inf values")
+    lo, hi = min(float(s.min()) for s in sources), max(float(s.max()) for s in sources)
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"images must be in [0, 1], got values from {lo:g} to {hi:g}"
+                         + (" (divide 0-255 images by 255)" if hi > 1 else ""))
+    if type(l1_radius) is not int or not 0 <= l1_radius <= 1000:
+        raise ValueError(f"l1_radius must be an int from 0 to 1000, got {l1_radius!r}")
+    if output_mode not in (None, "clip", "minmax"):
+        raise ValueError(f"output_mode must be None, 'clip' or 'minmax', got {output_mode!r}")

@@ -51,13 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="FILE", help="write the comparison table as Markdown, best in bold")
     p.add_argument("--latex", metavar="FILE", help="write the comparison table as a LaTeX booktabs tabular")
     p.add_argument("--quiet", action="store_true", help="print only the mean row (or the comparison table)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --csv/--json/--markdown/--latex files (without it an existing file is "
+                        "an error before any scoring); an input (source or fused image) is never replaced")
     return p
 
 
 def sources_and_methods(args):
     """The source pairs and ``{method name: fused folder}``, with every check that needs no scoring."""
     from utils.evaluation import EvalError
-    from utils.files import check_writable
     from utils.pairs import find_pairs, pairs_from_folders
     if args.test_path:
         _, pairs = find_pairs(args.test_path)
@@ -74,12 +76,29 @@ def sources_and_methods(args):
         raise EvalError(f"--names gives {len(names)} name(s) for {len(folders)} --fused folder(s)")
     if len(set(names)) != len(names):
         raise EvalError(f"method names {names} repeat; give distinct ones with --names")
-    for out in filter(None, (args.csv, args.json, args.markdown, args.latex)):  # before minutes of scoring
-        if Path(out).is_dir():
-            raise EvalError(f"{out}: is a folder; give a file name for --csv/--json/--markdown/--latex")
-        if problem := check_writable(Path(out).parent, probe_bytes=1):
-            raise EvalError(problem)
+    check_outputs(args, pairs, folders)  # before minutes of scoring
     return pairs, dict(zip(names, folders, strict=True))
+
+
+def check_outputs(args, pairs, folders: list[Path]) -> None:
+    """The report files may be written: none is a folder, an input (a source or any file in a
+    fused folder, through links too) or another flag's file; an existing one needs --overwrite."""
+    from utils.evaluation import EvalError
+    from utils.files import check_writable, resolved, same_file
+    outputs = [(flag, Path(out)) for flag in ("csv", "json", "markdown", "latex") if (out := getattr(args, flag))]
+    inputs = [f for p in pairs for f in p.sources] + [f for d in folders for f in d.iterdir() if f.is_file()]
+    taken: dict[Path, str] = {}
+    for flag, out in outputs:
+        if out.is_dir():
+            raise EvalError(f"{out}: is a folder; give a file name for --csv/--json/--markdown/--latex")
+        if hit := next((f for f in inputs if same_file(out, f)), None):
+            raise EvalError(f"--{flag} {out}: is an input ({hit}); give another file name")
+        if (other := taken.setdefault(resolved(out), flag)) != flag:
+            raise EvalError(f"--{flag} and --{other} both write {out}; give two file names")
+        if out.exists() and not args.overwrite:
+            raise EvalError(f"--{flag} {out}: exists; pass --overwrite to replace it, or give another file name")
+        if problem := check_writable(out.parent, probe_bytes=1):
+            raise EvalError(problem)
 
 
 def score(args, pairs, methods, ctx) -> tuple[dict[str, list[dict]], bool, dict, str | None]:
@@ -137,7 +156,9 @@ def report_one(args, rows: list[dict], colour: bool, fused: Path) -> None:
 
 
 def report(args, results: dict[str, list[dict]], colour: bool, methods: dict[str, Path]) -> None:
+    """Print the table(s) and write the report files (each atomically: a failure keeps the old file)."""
     from utils import comparison as C
+    from utils.files import write_text
     from utils.metrics import CONVENTIONS
     summary = C.summarise(results)
     if len(methods) == 1:
@@ -155,9 +176,9 @@ def report(args, results: dict[str, list[dict]], colour: bool, methods: dict[str
         if args.json:
             C.write_comparison_json(results, summary, Path(args.json), meta)
     if args.markdown:
-        Path(args.markdown).write_text(C.markdown_table(summary, args.std))
+        write_text(Path(args.markdown), C.markdown_table(summary, args.std))
     if args.latex:
-        Path(args.latex).write_text(C.latex_table(summary, args.std))
+        write_text(Path(args.latex), C.latex_table(summary, args.std))
 
 
 def main(argv=None) -> int:
@@ -187,7 +208,12 @@ def main(argv=None) -> int:
         for m, metrics in skipped.items():
             for line in not_scored_lines(metrics, len(pairs), m if len(methods) > 1 else ""):
                 print(f"warning: {line}", file=sys.stderr)
-        report(args, results, colour, methods)
+        try:
+            report(args, results, colour, methods)
+        except OSError as e:  # a full disk or a folder made read-only meanwhile: earlier files are whole
+            print(f"error: cannot write {e.filename or 'a report file'}: {e.strerror or e}; an older file of "
+                  f"that name is kept", file=sys.stderr)
+            return 2
     return 0
 
 

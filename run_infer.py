@@ -14,14 +14,15 @@ all stop on the same report), rank 0 writes the records and prints, and each fus
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-from configs import OUTPUT_MODES, SSIM_WEIGHTS, STRATEGY_NAMES, FuseConfig
+from configs import OUTPUT_MODES, SSIM_WEIGHTS, STRATEGY_NAMES, FuseConfig, bundled_note
 from utils.cli import DefaultsFormatter
+from utils.records import SETTINGS_FILE
 
 # Everything else is imported where it is used, after argparse: --help and a bad flag cost no
 # torch import, and SciPy (for --eval only) is never imported by a plain fusion.
@@ -31,8 +32,9 @@ class InferError(RuntimeError):
     """Reported as ``error: ...`` with exit code 2."""
 
 
-#: Written into every output folder: what decided the pixels of the fused images in it.
-SETTINGS_FILE = "fusion_settings.json"
+#: What fusion writes into an output folder (its killed writes' temporary files are removed).
+FUSION_FILES = re.compile(r".+\.png|" + re.escape(SETTINGS_FILE))
+
 
 #: Smallest ``--tile``: every tile recomputes a halo of 8+ pixels on each side, so a t-pixel
 #: tile costs ((t + 16) / t)^2 times the work: 2.3x at 32, 40x at 3 (a typo that looks like a hang).
@@ -49,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_path", default=d.test_path,
                    help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>) "
                         "or a folder of such folders")
-    p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png, "
-                                "named after what the two file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")
+    p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png "
+                                "(pair_<strategy>_<output_mode>/ with other settings), named after what the two "
+                                "file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")
     p.add_argument("--vis", help="one visible image (with --ir)")
     p.add_argument("--sources", nargs="+", metavar="DIR",
                    help="two or more folders of registered images matched by file name, fused in the folders' "
@@ -115,19 +118,26 @@ def single_pair(ir: Path, vis: Path, *more: Path):
     return Pair(stems[0] if len(set(stems)) == 1 else "_".join(stems), ir, vis, tuple(more))
 
 
-def folder_suffix(args) -> str:
-    """``_fusion`` for the default strategy and output mode, else ``_fusion_<strategy>_<mode>``,
-    so that the README's examples, run one after another, each get their own folder."""
+def settings_tail(args) -> str:
+    """``""`` for the default strategy and output mode, else ``_<strategy>_<mode>``, and
+    ``_onnxruntime`` for that backend: every output folder is named after its settings (sets
+    ``<Set>_fusion<tail>``, single pairs ``pair<tail>``), so that the README's examples, run one
+    after another, each get their own folder."""
     d = FuseConfig()
     backend = "_onnxruntime" if args.backend == "onnxruntime" else ""
     if (args.strategy, args.output_mode) == (d.strategy, d.output_mode):
-        return "_fusion" + backend
-    return f"_fusion_{args.strategy}_{args.output_mode}{backend}"
+        return backend
+    return f"_{args.strategy}_{args.output_mode}{backend}"
+
+
+def folder_suffix(args) -> str:
+    return "_fusion" + settings_tail(args)
 
 
 def collect_jobs(args) -> tuple[list[tuple[str, list, Path]], list[str]]:
     """``(set name, pairs, output folder)`` for everything to fuse, and one line per file without
     a partner (reported with the other problems of the inputs); raises on any other layout error."""
+    from utils.files import is_symlink_loop
     out_root = Path(args.output_path)
     if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources, args.scenes))) > 1:
         raise InferError("give one of --inputs A B [C ...], --ir A --vis B, --sources DIR DIR [...] and --scenes DIR, "
@@ -145,8 +155,8 @@ def collect_jobs(args) -> tuple[list[tuple[str, list, Path]], list[str]]:
     if args.inputs:
         for f in args.inputs:
             if not Path(f).is_file():
-                raise InferError(f"{f}: file not found")
-        return [("pair", [single_pair(*map(Path, args.inputs))], out_root / "pair")], []
+                raise InferError(f"{f}: {'a symlink loop' if is_symlink_loop(f) else 'file not found'}")
+        return [("pair", [single_pair(*map(Path, args.inputs))], out_root / f"pair{settings_tail(args)}")], []
     return folder_jobs(Path(args.test_path), out_root, folder_suffix(args))
 
 
@@ -154,7 +164,7 @@ def folder_jobs(root: Path, out_root: Path, suffix: str) -> tuple[list[tuple[str
     """--test_path: one set, or a folder of sets; files without a partner are returned as problems."""
     from utils.pairs import PairError, UnpairedFiles, find_pairs, find_sets
     if not root.is_dir():
-        raise InferError(f"{root}: folder not found (pass --test_path DIR or --ir FILE --vis FILE)")
+        raise InferError(f"{root}: folder not found{bundled_note(root)}; pass --test_path DIR or --ir FILE --vis FILE")
     unpaired: list[str] = []
     try:
         try:
@@ -244,7 +254,9 @@ def check_pairs(pairs: list, out_dir: Path, decoded: Decoded) -> tuple[list, lis
     that would overwrite an input."""
     from tqdm import tqdm
 
+    from utils.files import resolved
     from utils.images import ImageReadError, exif_rotated
+    from utils.records import output_file
     good, problems = [], []
     for pair in tqdm(pairs, desc="checking inputs", leave=False, disable=True if len(pairs) < 20 else None):
         found = []
@@ -256,8 +268,8 @@ def check_pairs(pairs: list, out_dir: Path, decoded: Decoded) -> tuple[list, lis
                 found.append(" and ".join(sizes) + ": sizes differ")
         except ImageReadError as e:
             found.append(str(e))
-        target = output_file(out_dir, pair).resolve()
-        if target in {f.resolve() for f in pair.sources}:
+        target = resolved(output_file(out_dir, pair.name))
+        if target in {resolved(f) for f in pair.sources}:
             found.append(f"{target}: output would overwrite an input; choose another --output_path")
         elif target.is_dir() or (target.exists() and not target.is_file()):
             found.append(f"{target}: the output's name is taken by a folder (or another non-file); "
@@ -284,83 +296,19 @@ def read_sources(pair) -> tuple:
     return images
 
 
-def output_file(out_dir: Path, pair) -> Path:
-    path = out_dir / f"{pair.name}.png"
-    if path.resolve().parent != out_dir.resolve():
-        raise InferError(f"pair name {pair.name!r} would write outside {out_dir}")
-    return path
-
-
-def recorded_settings(weights: Path, info: dict, settings, backend: str = "torch") -> dict:
-    """What decides the fused pixels: the weights (by name and content), the lambda taken from a
-    release holding several, the fusion settings (tile size and device do not count: tiling
-    is exact), and onnxruntime when it ran the network (its floats differ from torch's in the
-    last bits, so the two backends' results are never mixed in one folder)."""
-    record = {"weights": weights.name, "weights_sha256": info.get("sha256"),
-              "ssim_weight": info.get("ssim_weight"), **settings.pixels()}
-    return {**record, "backend": backend} if backend != "torch" else record
-
-
-def read_record(out_dir: Path):
-    """The folder's ``fusion_settings.json`` as written: a dict, None if there is none, or
-    ``False`` if it cannot be read (which counts as other settings)."""
-    path = out_dir / SETTINGS_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return record if isinstance(record, dict) else False
-
-
-def same_settings(record, settings: dict) -> bool:
-    """Whether a folder's record was made with ``settings`` (its list of inputs aside)."""
-    return bool(record) and {k: v for k, v in record.items() if k != "inputs"} == settings
-
-
-def replaced_results(pairs: list, out_dir: Path, settings: dict) -> str | None:
-    """Why fusing ``pairs`` into ``out_dir`` with ``settings`` would replace or mix in with
-    results made otherwise; None if it would not (a new folder, or the same settings again)."""
-    record = read_record(out_dir)
-    if record is not None:
-        if same_settings(record, settings):
-            return None
-        shown = {k: v for k, v in (record or {}).items() if v is not None and k not in ("inputs", "weights_sha256")}
-        made = (", ".join(f"{k} {v}" for k, v in shown.items()) if record
-                else f"settings it cannot read ({out_dir / SETTINGS_FILE})")
-        return f"{out_dir} holds results made with {made}"
-    earlier = [p for p in pairs if output_file(out_dir, p).exists()]
-    if earlier:
-        return f"{out_dir} holds {len(earlier)} fused image(s) of an earlier run ({earlier[0].name}.png ...)"
-    return None
-
-
-def input_clashes(pairs: list, out_dir: Path) -> list[str]:
-    """Outputs that exist and were made from other input files than this run's pair of the same
-    name (two data sets both called ``test``, two single pairs both named ``1``)."""
-    made_from = (read_record(out_dir) or {}).get("inputs", {})
-    return [f"{output_file(out_dir, p)} was made from {' + '.join(made_from[p.name])}, not from "
-            f"{' + '.join(map(str, p.sources))}"
-            for p in pairs if p.name in made_from and made_from[p.name] != pair_inputs(p)
-            and output_file(out_dir, p).exists()]
-
-
-def pair_inputs(pair) -> list[str]:
-    return [str(f.resolve()) for f in pair.sources]
-
-
 def check_inputs(args, jobs, decoded: Decoded, unpaired: list[str]) -> tuple[list[tuple[str, list, Path]], bool]:
     """Decode and check every input of every job; report all problems at once, with the files
     without a partner. Returns the jobs with their good pairs only, and whether any input was bad."""
+    from utils.files import resolved
+    from utils.records import output_file
     bad: list[str] = list(unpaired)
     checked = []
-    every_input = {f.resolve() for _, pairs, _ in jobs for p in pairs for f in p.sources}
+    every_input = run_inputs(jobs)
     for name, pairs, out_dir in jobs:
         good, problems = check_pairs(pairs, out_dir, decoded)
         for p in list(good):  # an output resolving to any input of the run (links, .., folders)
-            if output_file(out_dir, p).resolve() in every_input:
-                problems.append(f"{output_file(out_dir, p)}: is an input of this run; choose another --output_path")
+            if resolved(target := output_file(out_dir, p.name)) in every_input:
+                problems.append(f"{target}: is an input of this run; choose another --output_path")
                 good.remove(p)
         bad += problems
         checked.append((name, good, out_dir))
@@ -371,43 +319,6 @@ def check_inputs(args, jobs, decoded: Decoded, unpaired: list[str]) -> tuple[lis
         if not args.skip_bad:
             raise InferError("nothing was fused; fix the files above or pass --skip_bad")
     return checked, bool(bad)
-
-
-def guard_results(args, checked, settings: dict) -> None:
-    """Refuse (or, with --overwrite, clear) results that other settings or other inputs made."""
-    clashes = []
-    for _, pairs, out_dir in checked:
-        if pairs and (c := replaced_results(pairs, out_dir, settings)):
-            clashes.append(c)
-        if pairs:
-            clashes += input_clashes(pairs, out_dir)
-    if clashes and not args.overwrite:
-        raise InferError("\n  ".join([*clashes, "pass --output_path DIR for a new folder, or --overwrite to "
-                                                "replace them; nothing was written"]))
-    if args.overwrite:
-        for _, pairs, out_dir in checked:
-            remove_stale(out_dir, {p.name for p in pairs}, settings)
-
-
-def remove_stale(out_dir: Path, names: set[str], settings: dict) -> None:
-    """With --overwrite under new settings: fused images that this run will not rewrite (pairs now
-    skipped or gone) would sit beside a settings file that no longer describes them; remove them."""
-    record = read_record(out_dir)
-    if not record or same_settings(record, settings):
-        return
-    for name in set(record.get("inputs", {})) - names:
-        (out_dir / f"{name}.png").unlink(missing_ok=True)
-
-
-def write_settings(out_dir: Path, settings: dict, pairs: list) -> None:
-    """The folder's record, before its images, so that an interrupted run's files are labelled too.
-    Pairs fused earlier with the same settings stay listed beside this run's."""
-    from utils.files import atomic_write
-    record = read_record(out_dir)
-    inputs = dict(record.get("inputs", {})) if same_settings(record, settings) else {}
-    inputs.update({p.name: pair_inputs(p) for p in pairs})
-    record = {**settings, "inputs": inputs}
-    atomic_write(out_dir / SETTINGS_FILE, lambda fh: fh.write(json.dumps(record, indent=1).encode()))
 
 
 def pick_weights(args) -> Path:
@@ -530,25 +441,34 @@ def run_on(args, device, onnx_meta: dict | None, ctx) -> int:
     weights = pick_weights(args)
     model, info = load_network(args, weights, onnx_meta)
     from utils.fusion import FuseSettings
+    from utils.records import RecordError, recorded_settings
     settings = FuseSettings(args.strategy, args.l1_radius, args.output_mode, args.tile, str(device))
     record = recorded_settings(weights, info, settings, args.backend)
     problem = None
     if ctx.main:  # it may remove stale files: once, before any rank writes
         try:
-            prepare_outputs(args, checked, record)
-        except InferError as e:
-            problem = e
+            prepare_outputs(args, checked, record, run_inputs(jobs))
+        except (InferError, RecordError) as e:
+            problem = InferError(str(e))
     if problem := D.from_main(problem, ctx):
         raise problem
     fuse_jobs(args, checked, model, settings, record, decoded, f"weights: {weights} ({info['kind']})", ctx)
     return 1 if any_bad else 0
 
 
-def prepare_outputs(args, checked, record: dict) -> None:
-    """Refuse or clear results made otherwise (:func:`guard_results`), then check that every output
-    folder takes files."""
+def run_inputs(jobs) -> set[Path]:
+    """Every input file of the run, links followed: never written over, never removed."""
+    from utils.files import resolved
+    return {resolved(f) for _, pairs, _ in jobs for p in pairs for f in p.sources}
+
+
+def prepare_outputs(args, checked, record: dict, inputs: set[Path]) -> None:
+    """Refuse or clear results made otherwise (:func:`utils.records.guard`), then check that every
+    output folder takes files."""
     from utils.files import check_writable
-    guard_results(args, checked, record)
+    from utils.records import guard
+    for line in guard(checked, record, args.overwrite, inputs):
+        print(f"warning: {line}", file=sys.stderr)
     for _, pairs, out_dir in checked:
         if pairs and (problem := check_writable(out_dir)):
             raise InferError(problem)
@@ -558,7 +478,9 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
     """Fuse every set: rank 0 writes its record first, then each rank fuses its share of the pairs."""
     from utils import distributed as D
     from utils.devices import keep_freed_memory
+    from utils.files import writing_into
     from utils.fusion import FusionError, fuse_pairs, prepare_model
+    from utils.records import write_record
     keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
     if args.backend == "torch":
         model = prepare_model(model, settings.device)
@@ -568,13 +490,17 @@ def fuse_jobs(args, checked, model, settings, record: dict, decoded: Decoded, wh
         for name, pairs, out_dir in checked:
             if not pairs:
                 continue
-            if ctx.main:
-                write_settings(out_dir, record, pairs)
-            D.barrier(ctx)  # the record exists before any image of the set
             t0 = time.perf_counter()
-            fuse_pairs(model, D.shard(pairs, ctx), out_dir, settings, desc=name, images=decoded.load,
-                       progress=ctx.main)
-            D.barrier(ctx)  # the set is complete
+            with writing_into(out_dir, FUSION_FILES) as leftovers:
+                if ctx.main:
+                    write_record(out_dir, record, pairs)
+                    if leftovers:
+                        print(f"{out_dir}: removed {len(leftovers)} partial file(s) a killed run left "
+                              f"({leftovers[0].name} ...)")
+                D.barrier(ctx)  # the record exists before any image of the set
+                fuse_pairs(model, D.shard(pairs, ctx), out_dir, settings, desc=name, images=decoded.load,
+                           progress=ctx.main)
+                D.barrier(ctx)  # the set is complete
             written += len(pairs)
             print(f"{name}: {len(pairs)} {plural(len(pairs), 'pair')} fused in {time.perf_counter() - t0:.1f} s "
                   f"-> {out_dir}" + (f" ({ctx.world} processes)" if ctx.world > 1 else ""))
@@ -611,9 +537,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from utils.distributed import main_process, quiet_unless_main
     quiet_unless_main()
+    from utils.records import RecordError
     try:
         return run(args)
-    except InferError as e:
+    except (InferError, RecordError) as e:
         if main_process():  # under torchrun every rank meets the same error; one reports it
             print(f"error: {e}", file=sys.stderr)
         return 2

@@ -137,12 +137,13 @@ def prepare(cfg: TrainConfig, explicit: frozenset[str]):
 def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
     """The training files: every image below --image_path that decodes, sorted; for a resume,
     checked to be the run's own list (a moved folder is fine, other files are refused)."""
+    from configs import bundled_note
     from utils import training as T
     from utils.data import check_decodable, list_images
     from utils.distributed import main_process
     root = Path(cfg.image_path)
     if not root.is_dir():
-        T.fail(f"image folder {root} not found; pass --image_path DIR with training images "
+        T.fail(f"image folder {root} not found{bundled_note(root)}; pass --image_path DIR with training images "
                f"(jpg/jpeg/png/bmp/tif/tiff)")
     paths = list_images(root)
     if not paths:
@@ -255,10 +256,26 @@ def train_on(cfg: TrainConfig, device, paths, init, resume, auto: bool, ctx) -> 
               + (f"resume from the last complete checkpoint:\n  python run_train.py --resume_path {kept}"
                  if kept else "no checkpoint had been written yet"), file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if ctx.world == 1:
+            raise
+        print(f"error: {peer_failure(e, ctx, T.latest_checkpoint(trainer.ckpt_dir))}", file=sys.stderr)
+        return 2
     trainer.writer.close()
     print(f"Done in {time.time() - t0:.1f} s; best {'validation' if trainer.val_pairs else 'training'} "
           f"loss {trainer.progress.best:.4f}. Checkpoints: {trainer.ckpt_dir}")
     return 0
+
+
+def peer_failure(e: RuntimeError, ctx, kept: Path | None) -> str:
+    """One line for a collective that failed under torchrun: almost always another process of the
+    job died (killed, out of memory), which torchrun's own report names; the checkpoints are
+    written atomically, so the last one is whole and the run resumes from it."""
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    resume = (f"resume with: torchrun --nproc_per_node {ctx.world} run_train.py --resume_path {kept}" if kept
+              else "no checkpoint had been written yet")
+    return (f"rank {ctx.rank}: a collective operation failed ({reason}); usually another process of this "
+            f"job died (torchrun's report names it). {resume}")
 
 
 def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, frozenset[str]]:

@@ -20,6 +20,9 @@ from pathlib import Path
 from configs import SSIM_WEIGHTS, STRATEGY_NAMES
 from utils.cli import DefaultsFormatter
 
+#: The oldest opset torch.onnx.export(dynamo=True) writes (it silently wrote 18 when asked for less).
+MIN_OPSET = 18
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
@@ -34,36 +37,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", type=int, default=2, help="number of source images the fusion graph takes")
     p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
                    help="lambda of the network to take from an official TF release holding several")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--opset", type=int, default=18,
+                   help="ONNX opset, 18 or newer (PyTorch's exporter writes no older one; up to what the "
+                        "installed onnx package knows)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
 
+def problem_with(args) -> str | None:
+    """What is wrong with the arguments before anything is loaded or written, or None."""
+    from utils.files import same_file
+    out = Path(args.output)
+    if out.is_dir():
+        return f"{out} is a folder"
+    if Path(args.weights).exists() and same_file(out, args.weights):
+        return f"{out} is the input weights file; give another --output"
+    if out.exists() and not args.overwrite:
+        return f"{out} exists; pass --overwrite to replace it"
+    if args.sources < 2:
+        return f"--sources must be at least 2, got {args.sources}"
+    if not 0 <= args.l1_radius <= 1000:
+        return f"--l1_radius must be between 0 and 1000, got {args.l1_radius}"
+    if args.opset < MIN_OPSET:
+        return f"--opset {args.opset}: PyTorch's exporter writes opset {MIN_OPSET} or newer"
+    return None
+
+
+def export(args) -> dict:
+    """Load the weights and write the graph; WeightsError or OSError on failure."""
+    from utils.checkpoint import load_model
+    from utils.onnx_graph import export_onnx
+    model, info = load_model(Path(args.weights), args.ssim_weight)
+    provenance = {"weights": Path(args.weights).name, "weights_sha256": info.get("sha256"),
+                  "ssim_weight": info.get("ssim_weight")}
+    return export_onnx(model, Path(args.output), part=args.part, strategy=args.strategy, radius=args.l1_radius,
+                       sources=args.sources, provenance=provenance, opset=args.opset)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    out = Path(args.output)
-    problem = (f"{out} exists; pass --overwrite to replace it" if out.exists() and not args.overwrite else
-               f"{out} is a folder" if out.is_dir() else
-               f"--sources must be at least 2, got {args.sources}" if args.sources < 2 else
-               f"--l1_radius must be between 0 and 1000, got {args.l1_radius}"
-               if not 0 <= args.l1_radius <= 1000 else None)
-    if problem:
+    if problem := problem_with(args):
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    from utils.checkpoint import WeightsError, load_model
-    from utils.onnx_graph import export_onnx
+    from utils.errors import WeightsError
     try:
-        model, info = load_model(Path(args.weights), args.ssim_weight)
-        provenance = {"weights": Path(args.weights).name, "weights_sha256": info.get("sha256"),
-                      "ssim_weight": info.get("ssim_weight")}
-        meta = export_onnx(model, out, part=args.part, strategy=args.strategy, radius=args.l1_radius,
-                           sources=args.sources, provenance=provenance, opset=args.opset)
+        meta = export(args)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only folder, a full disk: the atomic write left no partial file
+        print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 2
     what = (f"fusion graph, {meta['sources']} sources, strategy {meta['strategy']}" if args.part == "fusion"
             else args.part)
-    print(f"{out}: {what}, channels {meta['model_args']['channels']}, opset {args.opset} (checked)")
+    print(f"{args.output}: {what}, channels {meta['model_args']['channels']}, opset {meta['opset']} (checked)")
     return 0
 
 

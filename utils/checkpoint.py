@@ -114,7 +114,8 @@ def check_model_args(args, source: str) -> dict:
     if not isinstance(args, dict) or set(args) - set(DEFAULT_MODEL_ARGS):
         raise WeightsError(f"{source}: malformed model_args {args!r}; expected keys {sorted(DEFAULT_MODEL_ARGS)}")
     args = {**DEFAULT_MODEL_ARGS, **args}
-    if args["channels"] not in (1, 3) or not isinstance(args["final_relu"], bool):
+    channels = args["channels"]  # True == 1.0 == 1 in Python: only an int is read as a channel count
+    if type(channels) is not int or channels not in (1, 3) or not isinstance(args["final_relu"], bool):
         raise WeightsError(f"{source}: model_args {args!r}: channels must be 1 or 3, final_relu true/false")
     return args
 

@@ -9,7 +9,6 @@ when there are none). The writers render one summary as console text, Markdown, 
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.evaluation import scored
+from utils.evaluation import csv_text, scored
+from utils.files import write_text
 from utils.metrics import higher_is_better
 
 DECIMALS = 4
@@ -88,8 +88,13 @@ def markdown_table(s: Summary, with_std: bool = False) -> str:
     for m in s.methods:
         vals = [f"**{_value(s, m, k, with_std)}**" if m in s.best[k] else _value(s, m, k, with_std)
                 for k in s.metrics]
-        rows.append(f"| {m} | " + " | ".join(vals) + " |")
+        rows.append(f"| {markdown_escape(m)} | " + " | ".join(vals) + " |")
     return "\n".join(rows) + "\n"
+
+
+def markdown_escape(text: str) -> str:
+    """A table cell's text: a ``|`` would end the cell (and a ``\\`` could unescape one)."""
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -116,16 +121,12 @@ def latex_table(s: Summary, with_std: bool = False) -> str:
 
 
 def write_comparison_csv(results: dict[str, list[dict]], s: Summary, path: Path) -> None:
-    """One row per method and pair, then a ``mean`` and an ``sd`` row per method."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["method", "pair", *s.metrics])
-        for m, rows in results.items():
-            w.writerows([m, r["pair"], *(r[k] for k in s.metrics)] for r in rows)
-        for m in s.methods:
-            w.writerow([m, "mean", *(s.mean[m][k] for k in s.metrics)])
-            w.writerow([m, "sd", *(s.std[m][k] for k in s.metrics)])
+    """One row per method and pair, then a ``mean`` and an ``sd`` row per method (atomically;
+    text cells that a spreadsheet would run as formulas are neutralised: :func:`csv_cell`)."""
+    rows = [[m, r["pair"], *(r[k] for k in s.metrics)] for m, rs in results.items() for r in rs]
+    for m in s.methods:
+        rows += [[m, "mean", *(s.mean[m][k] for k in s.metrics)], [m, "sd", *(s.std[m][k] for k in s.metrics)]]
+    write_text(path, csv_text(["method", "pair", *s.metrics], rows))
 
 
 def _finite(v):
@@ -140,4 +141,4 @@ def write_comparison_json(results: dict[str, list[dict]], s: Summary, path: Path
                    "sd": {k: _finite(v) for k, v in s.std[m].items()}} for m, rows in results.items()}
     data = {**{k: v for k, v in meta.items() if k != "fused"}, "pairs": s.pairs, "methods": methods,
             "higher_is_better": {k: higher_is_better(k) for k in s.metrics}, "best": s.best}
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    write_text(path, json.dumps(data, indent=1, ensure_ascii=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from utils.files import write_text
 from utils.images import IMAGE_EXTENSIONS, image_size, load_image
 from utils.metrics import COLOUR_AS_STORED, PROFILES
 from utils.metrics.common import TooSmall
@@ -24,13 +26,22 @@ class EvalError(ValueError):
     """A fused folder that does not match its sources; names the pair."""
 
 
+def fused_candidates(fused_dir: Path, name: str) -> list[Path]:
+    """Every ``<fused_dir>/<name>.<ext>`` present, for the image extensions: one is the fused
+    image, none is a missing one, several (``p0.png`` and ``p0.tif``) are an ambiguity that is
+    never resolved silently."""
+    return [p for ext in dict.fromkeys((".png", *IMAGE_EXTENSIONS)) if (p := fused_dir / f"{name}{ext}").is_file()]
+
+
 def fused_file(fused_dir: Path, name: str) -> Path:
-    """``<fused_dir>/<name>.<ext>`` for the first image extension present."""
-    for ext in (".png", *IMAGE_EXTENSIONS):
-        p = fused_dir / f"{name}{ext}"
-        if p.is_file():
-            return p
-    raise EvalError(f"pair {name!r}: no fused image {name}.png (or .jpg/.bmp/.tif) in {fused_dir}")
+    """The one fused image of pair ``name``; an EvalError when there is none or several."""
+    found = fused_candidates(fused_dir, name)
+    if not found:
+        raise EvalError(f"pair {name!r}: no fused image {name}.png (or .jpg/.bmp/.tif) in {fused_dir}")
+    if len(found) > 1:
+        raise EvalError(f"pair {name!r}: several fused images in {fused_dir}: {' and '.join(p.name for p in found)}; "
+                        f"keep one")
+    return found[0]
 
 
 def load_levels(path: Path, as_stored: bool = False) -> tuple[np.ndarray, bool]:
@@ -53,17 +64,21 @@ def _listed(names: list[str], most: int = 8) -> str:
 def check_methods(pairs: list[Pair], methods: dict[str, Path]) -> dict[str, list[Path]]:
     """Every method's fused file for every pair (in pair order), sizes checked against the
     sources from the image headers, before any scoring: one EvalError lists, per method, the
-    pairs without a fused image and those of another size."""
+    pairs without a fused image, with several (``p0.png`` and ``p0.tif``) and of another size."""
     problems, files, sizes = [], {}, {}
     for method, folder in methods.items():
         label = f"method {method!r}" if len(methods) > 1 else str(folder)
         missing, wrong, found = [], [], []
         for p in pairs:
-            try:
-                ff = fused_file(folder, p.name)
-            except EvalError:
-                missing.append(p.name)
+            candidates = fused_candidates(folder, p.name)
+            if len(candidates) != 1:
+                if candidates:
+                    wrong.append(f"pair {p.name!r}: several fused images, {' and '.join(map(str, candidates))}; "
+                                 f"keep one")
+                else:
+                    missing.append(p.name)
                 continue
+            ff = candidates[0]
             if p.name not in sizes:  # each source header read once, not once per method
                 sizes[p.name] = image_size(p.ir)
             src, got = sizes[p.name], image_size(ff)
@@ -74,8 +89,9 @@ def check_methods(pairs: list[Pair], methods: dict[str, Path]) -> dict[str, list
         if missing:
             problems.append(f"{label}: no fused image (<pair>.png/.jpg/.bmp/.tif) in {folder} for "
                             f"{len(missing)} of {len(pairs)} pair(s): {_listed(missing)}")
-        problems += [f"{label}: {w}" for w in wrong[:8]] + ([f"{label}: ... {len(wrong) - 8} more of "
-                                                             "another size"] if len(wrong) > 8 else [])
+        problems += [f"{label}: {w}" for w in wrong[:8]] + ([f"{label}: ... {len(wrong) - 8} more pairs with "
+                                                             "several fused images or one of another size"]
+                                                            if len(wrong) > 8 else [])
         files[method] = found
     if problems:
         raise EvalError("\n".join(problems))
@@ -222,16 +238,32 @@ def format_row(row: dict, title: str = "", per_line: int = 8) -> str:
     return "\n".join(lines)
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(v):
+    """A CSV cell that no spreadsheet runs: text starting like a formula gets a leading ``'``
+    (the OWASP rule); numbers are left as they are (a negative score stays a number)."""
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+
+
+def csv_text(header: list[str], rows) -> str:
+    """CSV of ``rows`` (lists of cells) under ``header``, every cell through :func:`csv_cell`."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    for row in (header, *rows):
+        w.writerow([csv_cell(v) for v in row])
+    return buf.getvalue()
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    """One row per pair (and the mean row), atomically."""
+    keys = list(rows[0])
+    write_text(path, csv_text(keys, ([r[k] for k in keys] for r in rows)))
 
 
 def write_json(rows: list[dict], path: Path, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
              for r in rows]
-    path.write_text(json.dumps({**meta, "rows": clean}, indent=1))
+    write_text(path, json.dumps({**meta, "rows": clean}, indent=1))

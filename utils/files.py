@@ -1,7 +1,11 @@
-"""Atomic file writes: a crash at any moment leaves the old file or the new one, never half."""
+"""Atomic file writes: a crash at any moment leaves the old file or the new one, never half.
+Also the path checks every writer shares: resolving links without tracebacks on loops, and
+whether an output resolves to an input."""
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +20,8 @@ def _umask() -> int:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(fh)`` on a temporary file in ``path``'s folder, fsync, then rename it over
-    ``path``. Temporary names start with a dot and end in ``.tmp``; one is removed on failure.
+    ``path``. Temporary names start with a dot and end in ``.tmp``; one is removed on failure,
+    and an OSError names ``path`` (``e.filename``).
     Two processes writing the same path each rename a complete file; the last one wins."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,9 +34,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         # mkstemp makes 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:  # name the file being written, not the temporary one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of UTF-8 text."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def check_writable(folder: str | os.PathLike, probe_bytes: int = 1 << 20) -> str | None:
@@ -61,3 +74,65 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` absolute with every link followed, as far as they lead: never an exception, even
+    for a symlink loop (``Path.resolve`` raises RuntimeError there before Python 3.13)."""
+    return Path(os.path.realpath(path))
+
+
+def is_symlink_loop(path: str | os.PathLike) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == 40  # ELOOP
+    return False
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether writing ``a`` would write ``b``: the same path after links, or (both existing) the
+    same inode, which also catches hard links."""
+    if resolved(a) == resolved(b):
+        return True
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)
+    return False
+
+
+#: The temporary files :func:`atomic_write` names: ``.<final name>.<8 random characters>.tmp``.
+TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+@contextlib.contextmanager
+def writing_into(folder: str | os.PathLike, final_names: re.Pattern):
+    """Hold ``folder`` as one of its writers; yields the temporary files that writers killed
+    outright (SIGKILL, power loss) left there, which it removed. Those are only the ones whose
+    final name matches ``final_names`` (a writer's own pattern), and only when no other process
+    is writing into the folder now: every writer holds a shared ``flock`` on the folder itself
+    while it writes, and the removal needs it exclusively (so a concurrent run's file in progress
+    is never taken for a leftover). Without ``fcntl`` (Windows) nothing is removed."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield []
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    removed = []
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another writer is at work here: its temporary files are not leftovers
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        else:
+            for p in sorted(folder.iterdir()):
+                m = TEMP_NAME.match(p.name)
+                if m and final_names.fullmatch(m["final"]) and p.is_file() and not p.is_symlink():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield removed
+    finally:
+        os.close(fd)  # releases the lock

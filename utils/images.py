@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from utils.files import atomic_write
+from utils.files import atomic_write, is_symlink_loop
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -69,6 +69,8 @@ def load_image(path: str | os.PathLike, gray: bool = False) -> np.ndarray:
     try:
         if path.is_dir():
             raise ImageReadError(f"{path}: is a folder, not an image")
+        if is_symlink_loop(path):
+            raise ImageReadError(f"{path}: a symlink loop (it leads back to itself), not an image")
         if path.is_symlink() and not path.exists():
             raise ImageReadError(f"{path}: a dangling link (to {os.readlink(path)}), not an image")
         if path.exists() and not path.is_file():

@@ -213,6 +213,31 @@ def _pick(prefixes: list[str], ssim_weight: int | None, source: str) -> str:
     return by_lambda[ssim_weight]
 
 
+#: The most bytes a DenseFuse TF checkpoint's files can hold: the official ``.data`` files are
+#: 890,324 bytes (the weights and Adam's two moments) and ``.index`` 1,872. Anything much larger
+#: is not DenseFuse and is refused before it is read (a zip bomb would otherwise fill the memory).
+MAX_INDEX_BYTES = 1 << 20
+MAX_DATA_BYTES = 16 << 20
+
+
+def _too_large(source: str, size: int, limit: int) -> WeightsError:
+    return WeightsError(f"{source}: {size:,} bytes, more than a DenseFuse checkpoint file holds "
+                        f"(at most {limit:,}); not a DenseFuse checkpoint")
+
+
+def _read_member(z: zipfile.ZipFile, path: Path, name: str, limit: int) -> bytes:
+    """A zip member's bytes, refused from its declared size before anything is decompressed,
+    and read with that bound (a member whose data runs past its declared size fails its check)."""
+    size = z.getinfo(name).file_size
+    if size > limit:
+        raise _too_large(f"{path}: {name}", size, limit)
+    with z.open(name) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise _too_large(f"{path}: {name}", len(data), limit)
+    return data
+
+
 def _read_zip(path: Path, ssim_weight: int | None) -> tuple[bytes, bytes, str]:
     name = "its member list"
     try:
@@ -223,9 +248,9 @@ def _read_zip(path: Path, ssim_weight: int | None) -> tuple[bytes, bytes, str]:
             if data_name not in names:
                 raise WeightsError(f"{path}: {data_name} is missing from the zip")
             name = prefix + ".index"
-            index = z.read(name)
+            index = _read_member(z, path, name, MAX_INDEX_BYTES)
             name = data_name
-            return index, z.read(data_name), prefix
+            return index, _read_member(z, path, data_name, MAX_DATA_BYTES), prefix
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:  # a damaged member (bad CRC, ...)
         raise WeightsError(f"{path}: damaged zip, {name} cannot be read ({e})") from None
 
@@ -248,6 +273,9 @@ def _read_pair(path: Path, ssim_weight: int | None) -> tuple[bytes, bytes, str]:
         raise WeightsError(f"{index}: checkpoint index file not found")
     if not data.is_file():
         raise WeightsError(f"{data}: checkpoint data file not found (it must sit beside {index.name})")
+    for f, limit in ((index, MAX_INDEX_BYTES), (data, MAX_DATA_BYTES)):
+        if f.stat().st_size > limit:
+            raise _too_large(str(f), f.stat().st_size, limit)
     return index.read_bytes(), data.read_bytes(), prefix
 
 

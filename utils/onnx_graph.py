@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from models.densefuse import DenseFuse
-from models.fusion import get_strategy, strategy_radius, takes_radius
+from models.fusion import STRATEGIES, get_strategy, strategy_radius, takes_radius
 from utils.errors import WeightsError
 
 #: Recent and supported by onnxruntime's CPU provider; the dynamo exporter's own default.
@@ -100,6 +100,10 @@ def export_onnx(model: DenseFuse, path: Path, *, part: str = "fusion", strategy:
         program = torch.onnx.export(module, example, input_names=inputs, output_names=outputs,
                                     opset_version=opset, dynamo=True, dynamic_shapes=dynamic, verbose=False)
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise WeightsError(f"opset {opset} was asked for, but the exporter wrote opset {written}; "
+                           f"choose an opset from 18 to {onnx.defs.onnx_opset_version()}")
     meta = {"format": FORMAT, "part": part, "model_args": model.model_args(), **(provenance or {})}
     if part == "fusion":
         meta.update(strategy=strategy, l1_radius=radius if takes_radius(strategy) else None, sources=sources)
@@ -108,11 +112,13 @@ def export_onnx(model: DenseFuse, path: Path, *, part: str = "fusion", strategy:
     onnx.checker.check_model(proto, full_check=True)
     from utils.files import atomic_write
     atomic_write(Path(path), lambda fh: fh.write(proto.SerializeToString()))
-    return meta
+    return {**meta, "opset": written}
 
 
 def read_metadata(path: Path) -> dict:
-    """The ``densefuse`` metadata of an exported file; a clear error for any other file."""
+    """The ``densefuse`` metadata of an exported file, checked (:func:`metadata_problem`); a clear
+    error for any other file. The metadata is untrusted: it decides the strategy, tiling halo and
+    what the record says, so a forged or damaged entry is refused, never half-used."""
     onnx = require("onnx")
     try:
         proto = onnx.load(str(path), load_external_data=False)
@@ -121,11 +127,53 @@ def read_metadata(path: Path) -> dict:
     props = {p.key: p.value for p in proto.metadata_props}
     try:
         meta = json.loads(props[METADATA_KEY])
-        assert meta.get("format") == FORMAT
-    except (KeyError, ValueError, AssertionError):
+    except (KeyError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise WeightsError(f"{path}: an ONNX file not written by run_scripts/export_onnx.py (no {METADATA_KEY!r} "
-                           f"metadata of format {FORMAT}); export one with python -m run_scripts.export_onnx") from None
+                           f"metadata of format {FORMAT}); export one with python -m run_scripts.export_onnx")
+    if problem := metadata_problem(meta):
+        raise WeightsError(f"{path}: damaged {METADATA_KEY!r} metadata: {problem}; export the file again")
     return meta
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def metadata_problem(meta: dict) -> str | None:
+    """What is wrong with an exported file's metadata, or None: the part, the network's arguments
+    and, for a fusion graph, its strategy, radius and number of sources."""
+    args = meta.get("model_args")
+    if meta.get("part") not in PARTS:
+        return f"part {meta.get('part')!r} is not one of {PARTS}"
+    if (not isinstance(args, dict) or not _is_int(args.get("channels")) or args["channels"] not in (1, 3)
+            or not isinstance(args.get("final_relu", False), bool)):
+        return f"model_args {args!r}: channels must be 1 or 3, final_relu true/false"
+    if meta["part"] != "fusion":
+        return None
+    strategy, radius, sources = meta.get("strategy"), meta.get("l1_radius"), meta.get("sources")
+    if strategy not in STRATEGIES:
+        return f"strategy {strategy!r} is not one of {sorted(STRATEGIES)}"
+    if takes_radius(strategy) and not (_is_int(radius) and 0 <= radius <= 1000):
+        return f"l1_radius {radius!r} is not a whole number from 0 to 1000"
+    if not (_is_int(sources) and sources >= 2):
+        return f"sources {sources!r} is not a whole number of at least 2"
+    return None
+
+
+def graph_problem(session, meta: dict) -> str | None:
+    """Whether the graph's real inputs and output are what its metadata says (a fusion graph:
+    ``sources`` inputs of shape (1, channels, H, W), one output), or what differs."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    c = meta["model_args"]["channels"]
+    if len(inputs) != meta["sources"] or len(outputs) != 1:
+        return (f"the graph takes {len(inputs)} input(s) and gives {len(outputs)}; its metadata says "
+                f"{meta['sources']} and 1")
+    for i in inputs:  # a dynamic axis is a name (str) or None; the channel axis is exported fixed
+        if len(i.shape) != 4 or (isinstance(i.shape[1], int) and i.shape[1] != c):
+            return f"input {i.name} has shape {i.shape}; its metadata says (1, {c}, H, W)"
+    return None
 
 
 class OnnxNetwork:
@@ -148,7 +196,13 @@ class OnnxNetwork:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:  # onnxruntime refuses external data outside the graph's folder, broken graphs, ...
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # its own exception types (Fail, InvalidGraph, ...) carry the reason
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"{path}: onnxruntime cannot load this graph ({reason[:300]})") from None
+        if problem := graph_problem(self.session, self.meta):
+            raise WeightsError(f"{path}: {problem}; export the file again")
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.channels = self.meta["model_args"]["channels"]
         self.halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(self.meta["strategy"], self.meta["l1_radius"] or 0)
@@ -162,4 +216,10 @@ class OnnxNetwork:
             raise ValueError(f"this ONNX graph fuses {self.sources} sources, got {x.shape[0]}")
         arrays = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         feeds = {name: arrays[k:k + 1] for k, name in enumerate(self.inputs)}
-        return torch.from_numpy(self.session.run(None, feeds)[0])
+        try:
+            out = self.session.run(None, feeds)[0]
+        except Exception as e:  # onnxruntime's own types; a graph that loads but cannot run these inputs
+            from utils.fusion import FusionError
+            reason = str(e).strip()[:300] or type(e).__name__
+            raise FusionError(f"onnxruntime failed on this graph ({reason})") from None
+        return torch.from_numpy(out)

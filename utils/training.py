@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from configs import TrainConfig
+from configs import TrainConfig, bundled_note
 from models.densefuse import DenseFuse
 from utils import distributed as D
 from utils.checkpoint import FORMAT, WeightsError, load_model, save_checkpoint, torch_load
@@ -75,6 +75,9 @@ def config_problems(cfg: TrainConfig) -> list[str]:
         (cfg.num_workers >= 0, f"--num_workers must be >= 0, got {cfg.num_workers}"),
         (cfg.log_every >= 1, f"--log_every must be >= 1, got {cfg.log_every}"),
         (cfg.save_every >= 0, f"--save_every must be >= 0 (0 = only at epoch ends), got {cfg.save_every}"),
+        (not cfg.val_path or Path(cfg.val_path).is_dir(),
+         f"--val_path {cfg.val_path}: folder not found{bundled_note(cfg.val_path)}; pass --val_path DIR of "
+         f"IR/visible pairs, or --val_path '' to train without validation"),
     ]
     return [msg for ok, msg in checks if not ok]
 
