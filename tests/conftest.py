@@ -41,6 +41,20 @@ def tiny_weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def add_graph(tmp_path_factory) -> Path:
+    """The shipped lambda = 100 network exported as a 2-source ``add`` fusion graph (exporting
+    takes seconds: the ONNX tests share this one)."""
+    pytest.importorskip("onnxscript")
+    from configs import SHIPPED_WEIGHTS
+    from utils.checkpoint import load_model
+    from utils.onnx_graph import export_onnx
+    path = tmp_path_factory.mktemp("onnx") / "add.onnx"
+    export_onnx(load_model(SHIPPED_WEIGHTS)[0], path, strategy="add", radius=1,
+                provenance={"weights": SHIPPED_WEIGHTS.name})
+    return path
+
+
 @pytest.fixture
 def flat_set(tmp_path) -> Path:
     """IR<k>/VIS<k> layout, 3 pairs of odd sizes."""

@@ -140,6 +140,11 @@ def test_a_killed_worker_comes_back_and_ctrl_c_leaves_a_resumable_checkpoint(ima
                                            "--resume_path", "auto"),
                  restarts=1, env={"DENSEFUSE_TEST_FAULT": "kill:2 interrupt:4"})
     assert r.returncode != 0 and "exitcode: -9" in r.stderr.replace("exitcode  :", "exitcode:"), r.stderr
+    # Rank 0, blocked in an all-reduce with the dead rank, says so in one line (when it notices
+    # before torchrun stops it): no traceback from a worker, gloo's reason inside that line.
+    assert 'run_train.py", line' not in r.stderr and 'utils/training.py", line' not in r.stderr, r.stderr
+    gloo = [line for line in r.stderr.splitlines() if "Connection reset" in line or "Connection closed" in line]
+    assert all(line.startswith("error: rank 0: a collective operation failed") for line in gloo), gloo
     assert r.stdout.count("Resuming from") == 1, r.stdout
     last = tmp_path / "two/r/checkpoints/last.pt"
     step = checkpoint(last)["step"]

@@ -33,7 +33,7 @@ def shipped():
 
 
 @pytest.fixture(scope="module")
-def exported(shipped, tmp_path_factory):
+def exported(shipped, tmp_path_factory, add_graph):
     """strategy -> exported 2-source fusion graph of the shipped lambda = 100 weights."""
     d = tmp_path_factory.mktemp("onnx")
 
@@ -42,7 +42,7 @@ def exported(shipped, tmp_path_factory):
             self[name] = d / f"{name}.onnx"
             export_onnx(shipped, self[name], strategy=name, radius=1, provenance={"weights": SHIPPED_WEIGHTS.name})
             return self[name]
-    return Exported()
+    return Exported(add=add_graph)
 
 
 def real_pairs():
@@ -112,7 +112,7 @@ def test_colour_network_exports(tmp_path):
     assert got.shape == (1, 3, 31, 45) and float((got - ref).abs().max()) <= 1e-4
 
 
-@pytest.mark.parametrize("part", ["encoder", "decoder"])
+@pytest.mark.parametrize("part", ["encoder", pytest.param("decoder", marks=pytest.mark.slow)])  # 1.5 s each
 def test_encoder_and_decoder_parts(shipped, tmp_path, part):
     path = tmp_path / f"{part}.onnx"
     export_onnx(shipped, path, part=part)
