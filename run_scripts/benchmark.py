@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from utils.cli import DefaultsFormatter
+from utils.files import write_text
 
 # The measuring code (utils/benchmarking.py) imports torch: after argparse, so --help is instant.
 
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
     print(f"device: {res['device']}; fp32 matmul peak {res['matmul_peak_gflops']:.0f} GFLOP/s")
     run_sections(args, B, res, args.amp or torch.device(dev).type == "cuda", reps)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        write_text(args.json, json.dumps(res, indent=1))
     return 0
 
 

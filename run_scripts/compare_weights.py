@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from configs import RESULTS, SHIPPED_WEIGHTS, TEST_DATA
 from utils.cli import DefaultsFormatter
+from utils.files import write_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -183,8 +184,8 @@ def main(argv=None) -> int:
         for strategy, mode in SETTINGS:
             md += fusion_section(models, Path(s).name, pairs, strategy, mode, out, report)
     picture(models, sets[args.sets[0]], Path(args.sets[0]).name, args.figure_pairs, out, rgb)
-    (out / "report.md").write_text("\n".join(md))
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    write_text(out / "report.md", "\n".join(md))
+    write_text(out / "report.json", json.dumps(report, indent=1, default=float))
     print("\n".join(md))
     print(f"written {out / 'report.md'}, {out / 'report.json'}, {out / 'compare.png'} "
           f"in {time.time() - t0:.0f} s")

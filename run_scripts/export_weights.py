@@ -17,6 +17,7 @@ from pathlib import Path
 
 from configs import ROOT
 from utils.cli import DefaultsFormatter
+from utils.files import write_text
 
 
 def load_run_checkpoint(checkpoint: Path) -> dict:
@@ -53,7 +54,7 @@ def update_configs(path: Path, digest: str) -> None:
     text = re.sub(r'SHIPPED_WEIGHTS = ROOT / "weights" / "[^"]*"',
                   f'SHIPPED_WEIGHTS = ROOT / "weights" / "{path.name}"', text)
     text = re.sub(r'SHIPPED_SHA256 = "[^"]*"', f'SHIPPED_SHA256 = "{digest}"', text)
-    configs.write_text(text)
+    write_text(configs, text)
 
 
 def main(argv=None) -> int:

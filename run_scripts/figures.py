@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from configs import OUTPUT_MODES, ROOT, SHIPPED_WEIGHTS, STRATEGY_NAMES, TEST_DATA
 from utils.cli import DefaultsFormatter
+from utils.files import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,8 +48,8 @@ def montage(rows: list[list[np.ndarray]], labels: list[str], path: Path, height:
             canvas.paste(t, (x, y))
             x += t.width + 4
         y += height + 4
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    atomic_write(path, lambda fh: canvas.save(fh, format=Image.registered_extensions().get(path.suffix.lower(),
+                                                                                        "PNG")))
 
 
 

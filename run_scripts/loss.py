@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.cli import DefaultsFormatter
+from utils.files import atomic_write
 
 
 def read_scalars(log_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -57,7 +58,7 @@ def plot(runs: dict[str, dict], out: Path, k: int) -> None:
             ax.set_axis_on()
             _panel(ax, tag, *scalars[tag], k, name if len(runs) > 1 else "")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    atomic_write(out, lambda fh: fig.savefig(fh, dpi=110, format=Path(out).suffix[1:] or "png"))
     plt.close(fig)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from configs import PROFILE_NAMES, RESULTS, SHIPPED_WEIGHTS, TEST_DATA
 from utils.cli import DefaultsFormatter
+from utils.files import write_text
 
 MODES = {"add": "minmax", "mean": "clip", "l1_norm": "clip", "max": "clip"}
 
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
             tables = markdown_tables(f"{set_name} ({len(pairs)} pairs), profile `{prof}`", means, list(PROFILES[prof]))
             md += tables
             print("\n".join(tables), flush=True)
-    (out / "tables.md").write_text("\n".join(md))
+    write_text(out / "tables.md", "\n".join(md))
     print(f"written {out / 'tables.md'} in {time.time() - t0:.0f} s")
     return 0
 
