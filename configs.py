@@ -95,6 +95,8 @@ class TrainConfig:
 
 @dataclass
 class FuseConfig:
+    """The fusion defaults: ``run_infer.py``'s flags, ``utils.fusion.FuseSettings`` and
+    ``hubconf.fuse`` all take theirs from here."""
     test_path: str = str(TEST_DATA)
     output_path: str = str(RESULTS)
     weights: str = str(SHIPPED_WEIGHTS)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from configs import FuseConfig
+
 dependencies = ["torch", "numpy"]
 
 
@@ -35,19 +37,23 @@ def densefuse(lam: int = 100, channels: int = 1, pretrained: bool = True):
     return load_model(table[lam][0])[0]
 
 
-def fuse(*sources: torch.Tensor, network=None, lam: int = 100, strategy: str = "add", l1_radius: int = 1,
-         output_mode: str | None = None) -> torch.Tensor:
+def fuse(*sources: torch.Tensor, network=None, lam: int = 100, strategy: str = FuseConfig.strategy,
+         l1_radius: int = FuseConfig.l1_radius, output_mode: str | None = None) -> torch.Tensor:
     """Fuse two or more registered images: each (B,C,H,W) (or (H,W)) float in [0, 1], same shape and
-    device -> the fused tensor of that shape (paper Fig. 3, untiled, gradients kept if enabled).
+    device -> the fused tensor of that shape (paper Fig. 3, untiled).
 
-    ``network``: a :func:`densefuse` model (default: the shipped one of ``lam``, moved to the inputs'
-    device; not ``model``, which is ``torch.hub.load``'s own argument). ``strategy``: add, mean, l1_norm
+    ``network``: a :func:`densefuse` model, moved to the inputs' device; pass one when fusing
+    more than once (each call without it loads and hash-checks the shipped weights of ``lam``).
+    Without ``network`` the result carries no autograd graph (the weights were loaded for this
+    call only; there is nothing to train); with it, gradients flow as usual when enabled (wrap
+    the call in ``torch.no_grad()`` for inference). Not ``model``: that is ``torch.hub.load``'s
+    own argument. ``strategy``: add, mean, l1_norm
     or max. ``output_mode``: None returns the decoder's raw output; ``"clip"`` clamps to [0, 1];
     ``"minmax"`` stretches each image to [0, 1] (as the official release did for add).
     Anything else (uint8 or 0-255 tensors, 1-D or 3-D shapes, channels the network does not take,
     images under 2x2, a negative ``l1_radius``) is a ValueError saying what is expected.
     """
-    from models.fusion import get_strategy
+    from models.fusion import apply_output_mode
     check_fuse_arguments(sources, l1_radius, output_mode)
     flat = sources[0].dim() == 2
     batch = [s[None, None] if flat else s for s in sources]
@@ -56,14 +62,8 @@ def fuse(*sources: torch.Tensor, network=None, lam: int = 100, strategy: str = "
     if batch[0].shape[1] != channels:
         raise ValueError(f"this network fuses {channels}-channel images, (B,{channels},H,W)"
                          f"{' or (H,W)' if channels == 1 else ''}; got shape {tuple(sources[0].shape)}")
-    model = model.to(batch[0].device)
-    features = model.encode(torch.cat(batch))
-    out = model.decode(get_strategy(strategy, l1_radius)(*features.chunk(len(batch))))
-    if output_mode == "clip":
-        out = out.clamp(0, 1)
-    elif output_mode == "minmax":
-        lo, hi = out.amin(dim=(1, 2, 3), keepdim=True), out.amax(dim=(1, 2, 3), keepdim=True)
-        out = torch.where(hi > lo, (out - lo) / (hi - lo).clamp_min(1e-12), out.clamp(0, 1))
+    with torch.set_grad_enabled(torch.is_grad_enabled() and network is not None):
+        out = apply_output_mode(model.to(batch[0].device).fuse(batch, strategy, l1_radius), output_mode)
     return out[0, 0] if flat else out
 
 

@@ -14,9 +14,13 @@ Inputs are expected in [0, 1] (the official releases use 0-255 gray levels; the 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.fusion import Strategy, get_strategy
 
 
 class ConvLayer(nn.Module):
@@ -71,13 +75,13 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """C2..C5: 64->64->32->16->C, no ReLU after C5 (unless ``final_relu``). (B,64,H,W) -> (B,C,H,W)."""
 
-    def __init__(self, out_channels: int = 1):
+    def __init__(self, out_channels: int = 1, final_relu: bool = False):
         super().__init__()
         self.layers = nn.Sequential(
             ConvLayer(64, 64),
             ConvLayer(64, 32),
             ConvLayer(32, 16),
-            ConvLayer(16, out_channels, relu=False),
+            ConvLayer(16, out_channels, relu=final_relu),
         )
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
@@ -103,8 +107,7 @@ class DenseFuse(nn.Module):
     def __init__(self, channels: int = 1, final_relu: bool = False):
         super().__init__()
         self.encoder = Encoder(channels)
-        self.decoder = Decoder(channels)
-        self.decoder.layers[-1].relu = final_relu
+        self.decoder = Decoder(channels, final_relu)
 
     def model_args(self) -> dict:
         """The constructor arguments that rebuild this network: ``DenseFuse(**m.model_args())``."""
@@ -120,3 +123,19 @@ class DenseFuse(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    def fuse(self, sources: torch.Tensor | Sequence[torch.Tensor], strategy: str | Strategy = "add",
+             l1_radius: int = 1) -> torch.Tensor:
+        """Fuse N >= 2 registered sources (paper Fig. 3): encode them as one batch, combine the N
+        feature maps with ``strategy`` (a name in ``models.fusion.STRATEGIES``, or a function
+        from :func:`models.fusion.get_strategy`), decode.
+
+        ``sources``: a sequence of N (B,C,H,W) tensors, or one (N,C,H,W) stack of N single images.
+        Returns the raw decoder output, (B,C,H,W) (nominally [0, 1], not clamped:
+        :func:`models.fusion.apply_output_mode` maps it). The one place the three steps are
+        written: the tiled pipeline, the ONNX graph and torch.hub all call it.
+        """
+        n = sources.shape[0] if isinstance(sources, torch.Tensor) else len(sources)
+        x = sources if isinstance(sources, torch.Tensor) else torch.cat(tuple(sources))
+        fn = get_strategy(strategy, l1_radius) if isinstance(strategy, str) else strategy
+        return self.decode(fn(*self.encode(x).chunk(n)))

@@ -99,6 +99,28 @@ def get_strategy(name: str, radius: int = 1) -> Strategy:
     return partial(STRATEGIES[name], radius=radius) if takes_radius(name) else STRATEGIES[name]
 
 
+def apply_output_mode(y: torch.Tensor, mode: str | None) -> torch.Tensor:
+    """Map decoded images to [0, 1], each image of the batch ``y`` (B, ...) on its own.
+
+    ``minmax``: stretch each image's min..max to 0..1, as the official release's
+    ``scipy.misc.imsave`` did (needed for ``add``, whose summed features give a brighter,
+    out-of-range image; it also changes the contrast of every output); a constant image is
+    clipped instead. ``clip``: keep values, clip to [0, 1] (right for ``mean``/``l1_norm``/``max``,
+    which stay in the sources' range). ``None``: the raw output. float32 arithmetic as numpy's,
+    so the 8-bit images are those of the official stretch.
+    """
+    if mode is None:
+        return y
+    if mode == "clip":
+        return y.clamp(0.0, 1.0)
+    if mode != "minmax":
+        raise ValueError(f"unknown output mode {mode!r}; choose from minmax, clip")
+    dims = tuple(range(1, y.dim()))
+    lo, hi = y.amin(dims, keepdim=True), y.amax(dims, keepdim=True)
+    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))  # no 0/0 where an image is constant
+    return torch.where(hi > lo, (y - lo) / span, y.clamp(0.0, 1.0))
+
+
 def strategy_radius(name: str, radius: int = 1) -> int:
     """How many pixels of neighbourhood a strategy reads (for exact tiling)."""
     return radius if takes_radius(name) else 0

@@ -355,3 +355,15 @@ def test_what_passes_hubs_checks_fuses_as_the_command_line_does(gray_net):
         hub = hubconf.fuse(a, b, network=gray_net, output_mode="clip").numpy()
     cli = fuse_images(gray_net, a.numpy(), b.numpy(), settings=FuseSettings("add", output_mode="clip"))
     assert np.abs(np.round(hub * 255) - cli).max() <= 1
+
+
+def test_hub_fuse_without_a_network_returns_no_graph_and_with_one_keeps_it():
+    """Without network= the shipped weights are loaded for the call: nothing to train, no graph.
+    With network=, autograd works as in any module call."""
+    a, b = torch.rand(8, 8), torch.rand(8, 8)
+    assert hubconf.fuse(a, b, output_mode="clip").grad_fn is None
+    net = DenseFuse().eval()
+    out = hubconf.fuse(a, b, network=net)
+    assert out.grad_fn is not None
+    out.sum().backward()
+    assert net.encoder.conv1.conv.weight.grad is not None

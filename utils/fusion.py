@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from configs import OUTPUT_MODES
+from configs import OUTPUT_MODES, FuseConfig
 from models.densefuse import DenseFuse
-from models.fusion import STRATEGIES, get_strategy, strategy_radius, takes_radius
+from models.fusion import STRATEGIES, apply_output_mode, get_strategy, strategy_radius, takes_radius
 from utils.images import as_rgb, load_image, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
 
 #: CPU tile size: the fastest measured on a 2-core Xeon (96-256 are all within 10 %).
@@ -40,10 +40,10 @@ class FuseSettings:
     take one), ``output_mode`` (:data:`OUTPUT_MODES`), ``tile`` (0 = automatic, -1 = never,
     > 0 = that size), ``device`` (a resolved device name such as ``cpu`` or ``cuda:0``).
     """
-    strategy: str = "add"
-    l1_radius: int = 1
-    output_mode: str = "minmax"
-    tile: int = 0
+    strategy: str = FuseConfig.strategy  # the defaults are the command line's (configs.FuseConfig)
+    l1_radius: int = FuseConfig.l1_radius
+    output_mode: str = FuseConfig.output_mode
+    tile: int = FuseConfig.tile
     device: str = "cpu"
 
     def __post_init__(self):
@@ -78,8 +78,7 @@ class TorchNetwork:
         self.channels = model.model_args()["channels"]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.model.encode(x.contiguous(memory_format=torch.channels_last))
-        return self.model.decode(self.fn(*f.split(1)))
+        return self.model.fuse(x.contiguous(memory_format=torch.channels_last), self.fn)
 
 
 def network_for(model, settings: FuseSettings):
@@ -123,22 +122,11 @@ def fuse_tiled(net, x: torch.Tensor, tile: int) -> torch.Tensor:
 
 
 def postprocess(y: np.ndarray, mode: str) -> np.ndarray:
-    """Map the decoder's float output to [0, 1] for 8-bit saving.
-
-    ``minmax``: stretch min..max to 0..1, as the official release's ``scipy.misc.imsave`` did
-    (needed for ``add``, whose summed features give a brighter, out-of-range image; it also
-    changes the contrast of every output). ``clip``: keep values, clip to [0, 1] (right for
-    ``mean``/``l1_norm``/``max``, which stay in the input's range). A constant image under
-    ``minmax`` is returned clipped.
-    """
-    if mode == "minmax":
-        lo, hi = float(y.min()), float(y.max())
-        if hi > lo:
-            return ((y - lo) / (hi - lo)).astype(np.float32)
-        return np.clip(y, 0.0, 1.0)
-    if mode == "clip":
-        return np.clip(y, 0.0, 1.0)
-    raise ValueError(f"unknown output mode {mode!r}; choose from {OUTPUT_MODES}")
+    """Map one decoded float32 image, (H,W) or (H,W,3), to [0, 1] for 8-bit saving: the output
+    mode of :func:`models.fusion.apply_output_mode` (``minmax`` or ``clip``)."""
+    if mode not in OUTPUT_MODES:
+        raise ValueError(f"unknown output mode {mode!r}; choose from {OUTPUT_MODES}")
+    return apply_output_mode(torch.from_numpy(np.asarray(y, np.float32))[None], mode)[0].numpy()
 
 
 @torch.inference_mode()

@@ -52,8 +52,7 @@ class FusionGraph(nn.Module):
         self.model, self.fn = model, get_strategy(strategy, radius)
 
     def forward(self, *sources: torch.Tensor) -> torch.Tensor:
-        f = self.model.encode(torch.cat(sources))
-        return self.model.decode(self.fn(*f.split(1)))
+        return self.model.fuse(sources, self.fn)
 
 
 class Part(nn.Module):

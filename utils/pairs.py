@@ -28,6 +28,10 @@ class PairError(ValueError):
     """A folder whose pairs cannot be formed; the message names the files at fault."""
 
 
+class NoPairs(PairError):
+    """A folder holding no layout of pairs at all (a folder of sets, or an unrelated folder)."""
+
+
 class UnpairedFiles(PairError):
     """Files without a partner. Besides the message (every such file listed) it carries what
     could be matched, so that a caller may report these files with its other problems and go
@@ -161,7 +165,7 @@ def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
     if a_files or b_files:
         lytro = "<name>-A + <name>-B (multi-focus)"
         return lytro, _match(a_files, b_files, folder, lytro, ("-B", "-A"))
-    raise PairError(f"{folder}: no IR/visible pairs found (expected ir/ + vi/, INF_images/ + "
+    raise NoPairs(f"{folder}: no IR/visible pairs found (expected ir/ + vi/, INF_images/ + "
                     f"VIS_images/, or files IR<k>.* + VIS<k>.* or <name>-A.* + <name>-B.*)")
 
 
@@ -195,10 +199,8 @@ def find_sets(root: str | Path) -> list[tuple[Path, str, list[Pair]]]:
                 unpaired.append(e)
                 sets += e.sets
                 continue
-            except PairError as e:
-                if "no IR/visible pairs found" in str(e):
-                    continue
-                raise
+            except NoPairs:
+                continue
             sets.append((child, layout, pairs))
     if unpaired:
         raise UnpairedFiles("\n".join(map(str, unpaired)), sets, [p for e in unpaired for p in e.problems])

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from utils.files import atomic_write, resolved
 
 #: Written into every output folder: what decided the pixels of the fused images in it.
 SETTINGS_FILE = "fusion_settings.json"
+#: What fusion writes into an output folder (its killed writes' temporary files are removed).
+FUSION_FILES = re.compile(r".+\.png|" + re.escape(SETTINGS_FILE))
 
 
 class RecordError(ValueError):

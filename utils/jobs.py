@@ -1,0 +1,278 @@
+"""What a fusion run was asked to do, checked once (:class:`FuseJob`), and the sets it fuses
+(:func:`collect_sets`): a folder of pairs or of sets, one pair or set of images, folders of
+sources matched by name, or scene folders.
+
+Output folders are named by their settings: ``<Set>_fusion`` (sets), ``pair`` (one pair or
+``--inputs``), ``sources_fusion`` (``--sources``), ``<DIR>_fusion`` (``--scenes``), each with
+``_<strategy>_<output_mode>`` for other than the default settings and ``_onnxruntime`` for that
+backend; so the README's examples, run one after another, each get their own folder.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from configs import FuseConfig, bundled_note
+from utils.errors import JobError
+
+#: Smallest ``--tile``: every tile recomputes a halo of 8+ pixels on each side, so a t-pixel
+#: tile costs ((t + 16) / t)^2 times the work: 2.3x at 32, 40x at 3 (a typo that looks like a hang).
+MIN_TILE = 32
+
+
+class FuseSet(NamedTuple):
+    """One output folder's worth of work: its name (for messages), the pairs (or sets of N
+    sources, :class:`utils.pairs.Pair`) and the folder their fused images go to."""
+    name: str
+    pairs: list
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class FuseJob:
+    """A run of ``run_infer.py``, described once from its arguments and then only read.
+
+    Exactly one of ``inputs`` (``--inputs``, or ``--ir``/``--vis``), ``sources``, ``scenes``
+    or ``test_path`` says what to fuse. ``strategy`` and ``l1_radius`` are final: the command
+    line's, or with ``backend == "onnxruntime"`` those exported into the graph, whose checked
+    metadata is ``onnx_meta``. ``weights`` is the file given with ``--weights`` (None: a shipped
+    file chosen by ``ssim_weight`` and ``rgb``). ``device`` is as asked (``auto`` included).
+    """
+    test_path: Path
+    output_path: Path
+    inputs: tuple[Path, ...] = ()
+    sources: tuple[Path, ...] = ()
+    scenes: Path | None = None
+    weights: Path | None = None
+    rgb: bool = False
+    ssim_weight: int | None = None
+    backend: str = "torch"
+    strategy: str = FuseConfig.strategy
+    l1_radius: int = FuseConfig.l1_radius
+    output_mode: str = FuseConfig.output_mode
+    tile: int = FuseConfig.tile
+    device: str = FuseConfig.device
+    eval: bool = False
+    skip_bad: bool = False
+    overwrite: bool = False
+    onnx_meta: dict | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_args(cls, args) -> FuseJob:
+        """The job of parsed ``run_infer.py`` arguments, or a JobError naming the bad flag."""
+        inputs = _inputs(args)
+        if args.l1_radius is not None and not 0 <= args.l1_radius <= 1000:
+            raise JobError(f"--l1_radius must be between 0 and 1000, got {args.l1_radius}")
+        if args.tile not in (0, -1) and args.tile < MIN_TILE:
+            raise JobError(f"--tile {args.tile}: use 0 (automatic), -1 (never) or a size of at least {MIN_TILE} "
+                           f"(each tile recomputes an 8-pixel halo around it)")
+        weights = Path(args.weights) if args.weights is not None else None
+        strategy, radius, device, meta = args.strategy, args.l1_radius, args.device, None
+        if args.backend == "onnxruntime":
+            if args.ssim_weight is not None:
+                raise JobError("--ssim_weight does not apply to an ONNX file: it holds one network")
+            if args.device not in ("auto", "cpu"):
+                raise JobError(f"--backend onnxruntime runs on the CPU; --device {args.device} is for the torch "
+                               f"backend")
+            from utils.weights import onnx_fusion_metadata
+            meta = onnx_fusion_metadata(weights, strategy, radius)
+            strategy, radius, device = meta["strategy"], meta["l1_radius"], "cpu"
+        return cls(test_path=Path(args.test_path), output_path=Path(args.output_path), inputs=inputs,
+                   sources=tuple(map(Path, args.sources or ())), scenes=Path(args.scenes) if args.scenes else None,
+                   weights=weights, rgb=args.rgb, ssim_weight=args.ssim_weight, backend=args.backend,
+                   strategy=strategy or FuseConfig.strategy,
+                   l1_radius=FuseConfig.l1_radius if radius is None else radius, output_mode=args.output_mode,
+                   tile=args.tile, device=device, eval=args.eval, skip_bad=args.skip_bad, overwrite=args.overwrite,
+                   onnx_meta=meta)
+
+    def settings_tail(self) -> str:
+        """``""`` for the default strategy and output mode, else ``_<strategy>_<mode>``; then
+        ``_onnxruntime`` for that backend."""
+        backend = "_onnxruntime" if self.backend == "onnxruntime" else ""
+        if (self.strategy, self.output_mode) == (FuseConfig.strategy, FuseConfig.output_mode):
+            return backend
+        return f"_{self.strategy}_{self.output_mode}{backend}"
+
+
+def _inputs(args) -> tuple[Path, ...]:
+    """``--inputs``, or ``--ir``/``--vis`` as two inputs; refuses several kinds of input at once."""
+    if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources, args.scenes))) > 1:
+        raise JobError("give one of --inputs A B [C ...], --ir A --vis B, --sources DIR DIR [...] and --scenes DIR, "
+                       "not several")
+    if args.inputs and len(args.inputs) < 2:
+        raise JobError(f"--inputs needs at least 2 images, got {len(args.inputs)}: {args.inputs[0]}")
+    if (args.ir or args.vis) and not (args.ir and args.vis):
+        raise JobError("--ir and --vis must be given together")
+    if args.sources and len(args.sources) < 2:
+        raise JobError(f"--sources needs at least 2 folders, got {len(args.sources)}: {args.sources[0]}")
+    return tuple(map(Path, args.inputs or ([args.ir, args.vis] if args.ir else [])))
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
+def single_pair(ir: Path, vis: Path, *more: Path):
+    """Name a lone pair (or set) after what its file names share (``IR7``/``VIS7`` -> ``7``,
+    ``a`` + ``b`` -> ``a_b``, ``a`` + ``b`` + ``c`` -> ``a_b_c``)."""
+    from utils.pairs import FLAT_PATTERN, Pair
+    m_ir, m_vis = FLAT_PATTERN.match(ir.stem), FLAT_PATTERN.match(vis.stem)
+    if not more and m_ir and m_vis and m_ir.group(2) == m_vis.group(2):
+        return Pair(m_ir.group(2), ir, vis)
+    stems = [f.stem for f in (ir, vis, *more)]
+    return Pair(stems[0] if len(set(stems)) == 1 else "_".join(stems), ir, vis, tuple(more))
+
+
+def collect_sets(job: FuseJob) -> tuple[list[FuseSet], list[str]]:
+    """Everything ``job`` fuses, and one line per file without a partner (reported with the other
+    problems of the inputs); a JobError for any other layout problem."""
+    from utils.files import is_symlink_loop
+    suffix = "_fusion" + job.settings_tail()
+    if job.sources:
+        return sources_set(job.sources, job.output_path / f"sources{suffix}")
+    if job.scenes:
+        return [scenes_set(job.scenes, job.output_path, suffix)], []
+    if job.inputs:
+        for f in job.inputs:
+            if not f.is_file():
+                raise JobError(f"{f}: {'a symlink loop' if is_symlink_loop(f) else 'file not found'}")
+        return [FuseSet("pair", [single_pair(*job.inputs)], job.output_path / f"pair{job.settings_tail()}")], []
+    return folder_sets(job.test_path, job.output_path, suffix)
+
+
+def folder_sets(root: Path, out_root: Path, suffix: str) -> tuple[list[FuseSet], list[str]]:
+    """--test_path: one set, or a folder of sets; files without a partner are returned as problems."""
+    from utils.pairs import NoPairs, PairError, UnpairedFiles, find_pairs, find_sets
+    if not root.is_dir():
+        raise JobError(f"{root}: folder not found{bundled_note(root)}; pass --test_path DIR or --ir FILE --vis FILE")
+    unpaired: list[str] = []
+    try:
+        try:
+            sets = [(root, *find_pairs(root))]
+        except NoPairs:
+            sets = find_sets(root)  # a folder of sets
+    except UnpairedFiles as e:
+        sets, unpaired = e.sets, e.problems
+    except PairError as e:
+        raise JobError(str(e)) from None
+    if not sets:
+        raise JobError(f"{root}: no IR/visible pairs found in it or its sub-folders")
+    jobs = []
+    for s, layout, pairs in sets:
+        lone = sum(line.startswith(f"{s}{os.sep}") for line in unpaired)
+        print(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}"
+              + (f", {lone} unpaired {plural(lone, 'file')}" if lone else ""))
+        jobs.append(FuseSet(s.name, pairs, out_root / f"{s.name}{suffix}"))
+    return jobs, unpaired
+
+
+def sources_set(folders: tuple[Path, ...], out_dir: Path) -> tuple[list[FuseSet], list[str]]:
+    """--sources DIR DIR [...]: the sets matched by name across the folders, and the files
+    without a partner in every folder."""
+    from utils.pairs import PairError, UnpairedFiles, sets_from_folders
+    unpaired: list[str] = []
+    try:
+        sets = sets_from_folders(list(folders))
+    except UnpairedFiles as e:
+        sets, unpaired = e.sets[0][2], e.problems
+    except PairError as e:
+        raise JobError(str(e)) from None
+    names = [str(d) for d in folders]
+    if not sets and not unpaired:
+        raise JobError(f"no images in {', '.join(names)}")
+    print(f"{' + '.join(names)}: {len(sets)} {plural(len(sets), 'set')} of {len(folders)} sources")
+    return [FuseSet("sources", sets, out_dir)], unpaired
+
+
+def scenes_set(root: Path, out_root: Path, suffix: str) -> FuseSet:
+    """--scenes DIR: one set per scene folder."""
+    from utils.pairs import PairError, scenes
+    try:
+        sets = scenes(root)
+    except PairError as e:
+        raise JobError(str(e)) from None
+    counts = sorted({len(s.sources) for s in sets})
+    print(f"{root}: {len(sets)} {plural(len(sets), 'scene')} of {'/'.join(map(str, counts))} images")
+    return FuseSet(root.name, sets, out_root / f"{root.name}{suffix}")
+
+
+# ---- running the sets -------------------------------------------------------------------------
+
+def prepare_outputs(sets: list[FuseSet], record: dict, overwrite: bool, inputs: set[Path]) -> None:
+    """Refuse or clear results made otherwise (:func:`utils.records.guard`), then check that every
+    output folder takes files."""
+    import sys
+
+    from utils.files import check_writable
+    from utils.records import RecordError, guard
+    try:
+        warnings = guard(sets, record, overwrite, inputs)
+    except RecordError as e:
+        raise JobError(str(e)) from None
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for s in sets:
+        if s.pairs and (problem := check_writable(s.out_dir)):
+            raise JobError(problem)
+
+
+def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what: str, ctx,
+              scoring: bool = False) -> None:
+    """Fuse every set: rank 0 writes its record first (and removes what a killed run left), then
+    each rank fuses its share of the pairs; ``scoring`` prints each set's mean metrics.
+    ``images``: ``pair -> sources`` (the decoded inputs). A fault is a JobError saying what is done."""
+    import time
+
+    from utils import distributed as D
+    from utils.files import writing_into
+    from utils.fusion import FusionError, fuse_pairs
+    from utils.records import FUSION_FILES, write_record
+    print(f"{what}; strategy {settings.strategy}, output {settings.output_mode}, device {settings.device}")
+    written = 0
+    try:
+        for s in (s for s in sets if s.pairs):
+            t0 = time.perf_counter()
+            with writing_into(s.out_dir, FUSION_FILES) as leftovers:
+                if ctx.main:
+                    write_record(s.out_dir, record, s.pairs)
+                    if leftovers:
+                        print(f"{s.out_dir}: removed {len(leftovers)} partial file(s) a killed run left "
+                              f"({leftovers[0].name} ...)")
+                D.barrier(ctx)  # the record exists before any image of the set
+                fuse_pairs(network, D.shard(s.pairs, ctx), s.out_dir, settings, desc=s.name, images=images,
+                           progress=ctx.main)
+                D.barrier(ctx)  # the set is complete
+            written += len(s.pairs)
+            print(f"{s.name}: {len(s.pairs)} {plural(len(s.pairs), 'pair')} fused in "
+                  f"{time.perf_counter() - t0:.1f} s -> {s.out_dir}"
+                  + (f" ({ctx.world} processes)" if ctx.world > 1 else ""))
+            if scoring and ctx.main:
+                score_set(s)
+    except KeyboardInterrupt:
+        raise JobError(f"interrupted; the sets before this one are complete ({written} pairs), every image "
+                       f"written is complete, and fusion_settings.json labels them") from None
+    except FusionError as e:
+        raise JobError(f"{e}; {what}. The images written before it are complete") from None
+
+
+def score_set(s: FuseSet) -> None:
+    """--eval: the standard profile's mean row of the set just fused."""
+    import sys
+    import warnings
+
+    from utils.evaluation import EvalError, MetricWarning, evaluate, format_row, mean_row
+    from utils.images import ImageReadError
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MetricWarning)  # others keep their once-per-place filter
+            rows, colour = evaluate(s.pairs, s.out_dir, "standard", progress=False)
+    except (EvalError, ImageReadError) as e:  # the images are written; the later sets still get fused
+        print(f"warning: {s.name}: not scored: {e}", file=sys.stderr)
+        return
+    for w in caught:  # metrics too small for some pairs, NaN values: what the mean row leaves out
+        print(f"warning: {s.name}: {w.message}", file=sys.stderr)
+    note = "; colour scored on luma Y" if colour else ""
+    print(format_row(mean_row(rows), f"{s.name}: standard-profile metrics, mean of {len(rows)} "
+                                     f"{plural(len(rows), 'pair')}{note}"))
