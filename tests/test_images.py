@@ -69,6 +69,20 @@ def test_too_small(tmp_path):
         load_image(tmp_path / "one.png")
 
 
+def test_ycbcr_is_pillows_full_range_bt601():
+    """Against an independent implementation: Pillow's convert("YCbCr") (JPEG's full-range
+    BT.601) on 8-bit RGB, within one level (Pillow rounds in fixed point). Swapped Cb/Cr, or a
+    wrong coefficient, would be off by tens of levels on these colours."""
+    rgb8 = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    rgb8[0, :3] = [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    pillow = np.asarray(Image.fromarray(rgb8).convert("YCbCr"), np.float64)
+    ours = rgb_to_ycbcr(rgb8.astype(np.float32) / 255).astype(np.float64) * 255
+    assert np.abs(ours - pillow).max() <= 1.0
+    # The inverse against Pillow's YCbCr -> RGB of the same 8-bit YCbCr (two fixed-point roundings).
+    back = np.asarray(Image.fromarray(pillow.astype(np.uint8), "YCbCr").convert("RGB"), np.float64)
+    assert np.abs(back - ycbcr_to_rgb(pillow.astype(np.float32) / 255) * 255).max() <= 2.0
+
+
 def test_ycbcr_roundtrip_and_gray_axis():
     rgb = np.random.default_rng(1).random((5, 7, 3)).astype(np.float32)
     np.testing.assert_allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-5)

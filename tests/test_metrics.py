@@ -257,13 +257,20 @@ def test_conventions_come_from_the_functions_and_docs_hold_them():
 
 
 def test_cli_choices_in_configs_match_the_library():
-    """configs.py lists the choices so that --help needs no torch; they must be the real ones."""
+    """configs.py lists the choices so that --help needs no torch; they must be the real ones:
+    every listed output mode is one apply_output_mode computes, and an unlisted one is refused."""
+    import torch
+
     import configs
-    from models.fusion import STRATEGIES
-    from utils.fusion import OUTPUT_MODES
+    from models.fusion import STRATEGIES, apply_output_mode
     assert sorted(configs.STRATEGY_NAMES) == sorted(STRATEGIES)
     assert sorted(configs.PROFILE_NAMES) == sorted(M.PROFILES)
-    assert OUTPUT_MODES == configs.OUTPUT_MODES
+    y = torch.tensor([[[-0.5, 0.25], [0.75, 1.5]]])
+    for mode in configs.OUTPUT_MODES:
+        out = apply_output_mode(y, mode)
+        assert float(out.min()) >= 0 and float(out.max()) <= 1, mode
+    with pytest.raises(ValueError, match="unknown output mode"):
+        apply_output_mode(y, "stretch")
 
 
 def test_qabf_and_its_paper_variant_share_their_gradients():

@@ -46,11 +46,23 @@ def test_l1_activity_matches_scipy_window_mean(maps, radius):
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
+def valid_window_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean of x over the part of each (2r+1)^2 window inside the image, from SciPy's box sums."""
+    size = 2 * radius + 1
+    sums = ndimage.uniform_filter(x, size, mode="constant", cval=0.0)
+    counts = ndimage.uniform_filter(np.ones_like(x), size, mode="constant", cval=0.0)
+    return sums / counts
+
+
 def test_l1_weights_sum_to_one_and_closed_form(maps):
+    """Paper Eqs. 3-5 computed independently in float64 NumPy/SciPy: C = sum_c |phi|, block
+    mean over the valid window, w_k = C_k / (C_1 + C_2), f = w_1 phi_1 + w_2 phi_2."""
     a, b = maps
-    wa, wb = l1_activity(a, 1), l1_activity(b, 1)
-    expect = wa / (wa + wb) * a + wb / (wa + wb) * b
-    assert torch.allclose(l1_norm(a, b, radius=1), expect, atol=1e-6)
+    an, bn = a.double().numpy(), b.double().numpy()
+    ca = np.stack([valid_window_mean(np.abs(an[i]).sum(0), 1) for i in range(an.shape[0])])[:, None]
+    cb = np.stack([valid_window_mean(np.abs(bn[i]).sum(0), 1) for i in range(bn.shape[0])])[:, None]
+    expect = ca / (ca + cb) * an + cb / (ca + cb) * bn
+    np.testing.assert_allclose(l1_norm(a, b, radius=1).double().numpy(), expect, atol=1e-5)
     # Weights sum to 1: fusing two constant maps c1, c2 lands between them.
     out = l1_norm(torch.full_like(a, 1.0), torch.full_like(a, 3.0), radius=0)
     assert torch.allclose(out, torch.full_like(a, 0.25 * 1 + 0.75 * 3))
