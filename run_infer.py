@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                "among N processes (one GPU each); the files are those of one process. See docs/distributed.md.",
         formatter_class=DefaultsFormatter)
     p.add_argument("--test_path", default=d.test_path,
-                   help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>) "
-                        "or a folder of such folders")
+                   help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>, "
+                        "<name>-A+<name>-B for Lytro multi-focus) or a folder of such folders")
     p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png "
                                 "(pair_<strategy>_<output_mode>/ with other settings), named after what the two "
                                 "file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")

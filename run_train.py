@@ -201,8 +201,12 @@ def print_header(trainer, cfg: TrainConfig, run_dir: Path) -> None:
     print("=" * 60)
     print("DenseFuse training")
     for k, v in trainer.config.items():
-        print(f"  {k:>12}: {v}")
-    print(f"  {'device':>12}: {trainer.device}")
+        if k != "device":
+            print(f"  {k:>12}: {v}")
+    asked = f" (--device {cfg.device})" if cfg.device != str(trainer.device) else ""
+    world = trainer.ctx.world
+    print(f"  {'device':>12}: {trainer.device}{asked}"
+          + (f"; {world} processes (torchrun), batch {cfg.batch_size} per step in all" if world > 1 else ""))
     print(f"  {'run folder':>12}: {run_dir}")
     print("=" * 60)
     print(f"Loaded {len(trainer.paths)} images ({trainer.steps_per_epoch} steps per epoch).")

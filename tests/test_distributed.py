@@ -114,6 +114,7 @@ def test_two_ranks_train_what_one_process_trains_and_resume_in_one(images, tmp_p
     assert a["step"] == b["step"] == 3 and max_diff(a, b) <= 1e-6
     # Rank 0 alone speaks and writes; the logged losses are the global batch's.
     assert r.stdout.count("Loaded 6 images") == 1 and r.stdout.count("epoch 1: mean loss") == 1
+    assert "2 processes (torchrun)" in r.stdout
     assert len(list((tmp_path / "two/r/logs").glob("events.out.tfevents.*"))) == 1
     ours = float(r.stdout.split("epoch 1: mean loss ")[1].split()[0].rstrip(","))
     assert ours == pytest.approx(a["best_loss"], rel=1e-6)

@@ -213,11 +213,13 @@ def test_infer_eval_on_images_too_small_for_a_metric_scores_the_rest_and_fuses_l
     assert "warning: A_small: MS-SSIM not scored on 1 of 1 pair(s) ('1')" in cap.err and "B_large:" not in cap.err
     lines = cap.out.splitlines()
 
-    def mean_of(name):  # six lines after the title: metric names above their values
+    def mean_of(name):  # six lines after the title: metric names (with ↑/↓) above their values
         at = next(i for i, line in enumerate(lines) if line.startswith(f"{name}: standard-profile metrics"))
         assert all(len(line) <= 80 for line in lines[at + 1:at + 7])
         block = [line.split() for line in lines[at + 1:at + 7]]
-        return {k: v for names, values in zip(block[::2], block[1::2], strict=True)
+        arrows = {k[:-1]: k[-1] for names in block[::2] for k in names}
+        assert arrows["EN"] == "↑" and arrows["MSE"] == "↓" and set(arrows.values()) == {"↑", "↓"}
+        return {k[:-1]: v for names, values in zip(block[::2], block[1::2], strict=True)
                 for k, v in zip(names, values, strict=True)}
     small, large = mean_of("A_small"), mean_of("B_large")
     assert list(small) == list(M.STANDARD)

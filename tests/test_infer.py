@@ -497,3 +497,18 @@ def test_fuse_pairs_reads_every_source_of_a_set(tmp_path, tiny_weights):
     fuse_pairs(model, [Pair("abc", *files[:2], (files[2],))], tmp_path / "out", settings)
     want = fuse_images(model, *(load_image(f) for f in files), settings=settings)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out/abc.png")), want)
+
+
+def test_messages_count_what_was_fused(tmp_path, tiny_weights, capsys):
+    """A set of three images is "1 set", scenes are scenes, pairs are pairs (each said "pair")."""
+    files = [write_gray(tmp_path / f"{n}.png", 16, 18, k) for k, n in enumerate("abc")]
+    common = ["--weights", str(tiny_weights), "--device", "cpu"]
+    assert run_infer.main(["--inputs", *map(str, files), "--output_path", str(tmp_path / "o"), *common]) == 0
+    assert "pair: 1 set fused" in capsys.readouterr().out
+    for scene in ("s1", "s2"):
+        for k in range(2):
+            write_gray(tmp_path / "mef" / scene / f"ev{k}.png", 16, 18, k)
+    assert run_infer.main(["--scenes", str(tmp_path / "mef"), "--output_path", str(tmp_path / "o"), *common]) == 0
+    assert "mef: 2 scenes fused" in capsys.readouterr().out
+    assert run_infer.main(["--inputs", *map(str, files[:2]), "--output_path", str(tmp_path / "p"), *common]) == 0
+    assert "pair: 1 pair fused" in capsys.readouterr().out

@@ -68,7 +68,7 @@ def test_shipped_rgb_weights_reconstruct_colour_and_are_picked_by_rgb(tmp_path, 
     pair = [str(TNO / "IR1.png"), str(TNO / "VIS1.png")]
     assert run_infer.main(["--rgb", "--inputs", str(TNO / "IR1.png"), str(TNO / "VIS1.png"), "--output_path",
                            str(tmp_path), "--device", "cpu"]) == 0
-    assert f"{path} (exported weights)" in capsys.readouterr().out
+    assert f"{path} (shipped weights)" in capsys.readouterr().out
     from PIL import Image
     assert Image.open(tmp_path / "pair" / "1.png").mode == "RGB"
     for argv, message in ((["--rgb", "--ssim_weight", "10"], "no shipped RGB network for lambda = 10"),

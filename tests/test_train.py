@@ -31,6 +31,7 @@ def test_smoke_writes_checkpoints_and_tensorboard(images, tmp_path, capsys):
     assert train(images, tmp_path / "runs", "--num_epochs", "1", "--epoch_size", "4") == 0
     out = capsys.readouterr().out
     assert "Loaded 5 images" in out and "tensorboard --logdir" in out
+    assert out.count("device:") == 1 and "processes" not in out  # one line, one process
     run = tmp_path / "runs" / "r"
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ck["epoch"] == 1 and ck["step"] == 2 and ck["config"]["ssim_weight"] == 100

@@ -163,7 +163,7 @@ def _load_by_content(path: Path, ssim_weight: int | None, shipped: bool) -> tupl
         return model_from_state(state, str(path)), info
     obj = torch_load(path)
     if isinstance(obj, dict) and obj.get("format") in (FORMAT, WEIGHTS_FORMAT):
-        return _from_project_file(obj, path)
+        return _from_project_file(obj, path, shipped)
     if isinstance(obj, dict) and official.is_official_pytorch(obj):
         state = official.convert_official_pytorch(obj, str(path))
         channels = state[f"{official.FIRST}.weight"].shape[1]
@@ -175,7 +175,7 @@ def _load_by_content(path: Path, ssim_weight: int | None, shipped: bool) -> tupl
     raise WeightsError(f"{path}: not a DenseFuse checkpoint (unrecognised content)")
 
 
-def _from_project_file(obj: dict, path: Path) -> tuple[DenseFuse, dict]:
+def _from_project_file(obj: dict, path: Path, shipped: bool = False) -> tuple[DenseFuse, dict]:
     """A project checkpoint or exported file, checked field by field (a hand-edited or damaged
     file gives a WeightsError naming what is missing, never a KeyError)."""
     if "model" not in obj:
@@ -187,6 +187,7 @@ def _from_project_file(obj: dict, path: Path) -> tuple[DenseFuse, dict]:
     args = obj.get("model_args", {"final_relu": bool(cfg.get("final_relu", False))})
     model = model_from_state(obj["model"], str(path), args)
     if obj["format"] == WEIGHTS_FORMAT:
-        return model, {"kind": "exported weights", "model_args": model.model_args()}
+        kind = "shipped weights" if shipped else "exported weights"  # the shipped RGB files are exported ones
+        return model, {"kind": kind, "model_args": model.model_args()}
     return model, {"kind": "project checkpoint", "epoch": obj.get("epoch"), "step": obj.get("step"),
                    "config": cfg, "model_args": model.model_args()}

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from utils.files import write_text
 from utils.images import IMAGE_EXTENSIONS, image_size, load_image
-from utils.metrics import COLOUR_AS_STORED, PROFILES
+from utils.metrics import COLOUR_AS_STORED, PROFILES, higher_is_better
 from utils.metrics.common import TooSmall
 from utils.pairs import Pair
 
@@ -227,14 +227,15 @@ def format_table(rows: list[dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def format_row(row: dict, title: str = "", per_line: int = 8) -> str:
-    """One row (a mean row) as lines of ``per_line`` metrics, each name above its value: the
-    23 standard metrics fit an 80-column terminal in six lines."""
+def format_row(row: dict, title: str = "", per_line: int = 8, arrows: bool = False) -> str:
+    """One row (a mean row) as lines of ``per_line`` metrics, each name (with its direction ↑/↓
+    if ``arrows``) above its value: the 23 standard metrics fit an 80-column terminal in six lines."""
     keys = [k for k in row if k != "pair"]
     lines = [title] if title else []
     for i in range(0, len(keys), per_line):
         part = keys[i:i + per_line]
-        lines += [" ".join(f"{k:>9}" for k in part), " ".join(_cell(row[k]) for k in part)]
+        names = (f"{k}{'↑' if higher_is_better(k) else '↓'}" if arrows else k for k in part)
+        lines += [" ".join(f"{k:>9}" for k in names), " ".join(_cell(row[k]) for k in part)]
     return "\n".join(lines)
 
 

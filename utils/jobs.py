@@ -24,10 +24,17 @@ MIN_TILE = 32
 
 class FuseSet(NamedTuple):
     """One output folder's worth of work: its name (for messages), the pairs (or sets of N
-    sources, :class:`utils.pairs.Pair`) and the folder their fused images go to."""
+    sources, :class:`utils.pairs.Pair`) and the folder their fused images go to; ``unit`` is
+    what one item is called in messages ("" = "pair" for two sources, else "set")."""
     name: str
     pairs: list
     out_dir: Path
+    unit: str = ""
+
+    def count(self) -> str:
+        """``"3 pairs"``, ``"1 set"``, ``"2 scenes"``."""
+        unit = self.unit or ("pair" if all(len(p.sources) == 2 for p in self.pairs) else "set")
+        return f"{len(self.pairs)} {plural(len(self.pairs), unit)}"
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,7 @@ def scenes_set(root: Path, out_root: Path, suffix: str) -> FuseSet:
         raise JobError(str(e)) from None
     counts = sorted({len(s.sources) for s in sets})
     print(f"{root}: {len(sets)} {plural(len(sets), 'scene')} of {'/'.join(map(str, counts))} images")
-    return FuseSet(root.name, sets, out_root / f"{root.name}{suffix}")
+    return FuseSet(root.name, sets, out_root / f"{root.name}{suffix}", unit="scene")
 
 
 # ---- running the sets -------------------------------------------------------------------------
@@ -245,7 +252,7 @@ def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what
                            progress=ctx.main)
                 D.barrier(ctx)  # the set is complete
             written += len(s.pairs)
-            print(f"{s.name}: {len(s.pairs)} {plural(len(s.pairs), 'pair')} fused in "
+            print(f"{s.name}: {s.count()} fused in "
                   f"{time.perf_counter() - t0:.1f} s -> {s.out_dir}"
                   + (f" ({ctx.world} processes)" if ctx.world > 1 else ""))
             if scoring and ctx.main:
@@ -274,5 +281,5 @@ def score_set(s: FuseSet) -> None:
     for w in caught:  # metrics too small for some pairs, NaN values: what the mean row leaves out
         print(f"warning: {s.name}: {w.message}", file=sys.stderr)
     note = "; colour scored on luma Y" if colour else ""
-    print(format_row(mean_row(rows), f"{s.name}: standard-profile metrics, mean of {len(rows)} "
-                                     f"{plural(len(rows), 'pair')}{note}"))
+    print(format_row(mean_row(rows), f"{s.name}: standard-profile metrics (↑ higher is better, ↓ lower), "
+                                     f"mean of {len(rows)} {plural(len(rows), 'pair')}{note}", arrows=True))

@@ -108,21 +108,22 @@ def input_clashes(pairs: list, out_dir: Path) -> list[str]:
 
 def guard(jobs, settings: dict, overwrite: bool, inputs: set[Path]) -> list[str]:
     """Refuse (RecordError) or, with ``overwrite``, clear the results other settings or other
-    inputs made in the jobs' ``(name, pairs, out_dir)`` folders. ``inputs``: every input of the
-    run, resolved; none is ever removed. Returns warning lines (record entries not acted on)."""
+    inputs made in the jobs' folders (``utils.jobs.FuseSet``: ``pairs``, ``out_dir``).
+    ``inputs``: every input of the run, resolved; none is ever removed. Returns warning lines
+    (record entries not acted on)."""
     clashes = []
-    for _, pairs, out_dir in jobs:
-        if pairs and (c := replaced_results(pairs, out_dir, settings)):
+    for job in jobs:
+        if job.pairs and (c := replaced_results(job.pairs, job.out_dir, settings)):
             clashes.append(c)
-        if pairs:
-            clashes += input_clashes(pairs, out_dir)
+        if job.pairs:
+            clashes += input_clashes(job.pairs, job.out_dir)
     if clashes and not overwrite:
         raise RecordError("\n  ".join([*clashes, "pass --output_path DIR for a new folder, or --overwrite to "
                                                  "replace them; nothing was written"]))
     warnings = []
     if overwrite:
-        for _, pairs, out_dir in jobs:
-            warnings += remove_stale(out_dir, {p.name for p in pairs}, settings, inputs)
+        for job in jobs:
+            warnings += remove_stale(job.out_dir, {p.name for p in job.pairs}, settings, inputs)
     return warnings
 
 
