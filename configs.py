@@ -92,6 +92,32 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0
 
+    def problems(self) -> list[str]:
+        """Every out-of-range setting, one message each naming its flag (checked before anything is
+        created, so a typo costs no run folder and no traceback)."""
+        checks = [
+            (self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}"),
+            (self.micro_batch >= 0, f"--micro_batch must be >= 0 (0 = automatic), got {self.micro_batch}"),
+            (self.image_size >= 16, f"--image_size must be >= 16 (the SSIM window is 11), got {self.image_size}"),
+            (self.image_size <= 8192, f"--image_size must be <= 8192 (a batch would not fit in memory), "
+                                     f"got {self.image_size}"),
+            (self.num_epochs >= 1, f"--num_epochs must be >= 1, got {self.num_epochs}"),
+            (self.epoch_size is None or self.epoch_size >= 1, f"--epoch_size must be >= 1, got {self.epoch_size}"),
+            (self.train_num is None or self.train_num >= 1, f"--train_num must be >= 1, got {self.train_num}"),
+            (self.lr is None or self.lr >= 0, f"--lr must be >= 0, got {self.lr}"),
+            (self.lr_decay > 0, f"--lr_decay must be > 0, got {self.lr_decay}"),
+            (self.pixel_range > 0, f"--pixel_range must be positive, got {self.pixel_range}"),
+            (0 < self.zoom[0] <= self.zoom[1],
+             f"--zoom MIN MAX needs 0 < MIN <= MAX, got {self.zoom[0]} {self.zoom[1]}"),
+            (self.num_workers >= 0, f"--num_workers must be >= 0, got {self.num_workers}"),
+            (self.log_every >= 1, f"--log_every must be >= 1, got {self.log_every}"),
+            (self.save_every >= 0, f"--save_every must be >= 0 (0 = only at epoch ends), got {self.save_every}"),
+            (not self.val_path or Path(self.val_path).is_dir(),
+             f"--val_path {self.val_path}: folder not found{bundled_note(self.val_path)}; pass --val_path DIR of "
+             f"IR/visible pairs, or --val_path '' to train without validation"),
+        ]
+        return [msg for ok, msg in checks if not ok]
+
 
 @dataclass
 class FuseConfig:

@@ -121,7 +121,7 @@ def prepare(cfg: TrainConfig, explicit: frozenset[str]):
     resume = T.load_resume(cfg.resume_path) if cfg.resume_path else None
     if resume is not None:
         cfg = T.merged_config(cfg, explicit, resume)
-    problems = T.config_problems(cfg)
+    problems = cfg.problems()
     if problems:
         T.fail("\nerror: ".join(problems))  # one "error:" line each
     try:
@@ -260,8 +260,8 @@ def train_on(cfg: TrainConfig, device, paths, init, resume, auto: bool, ctx) -> 
               + (f"resume from the last complete checkpoint:\n  python run_train.py --resume_path {kept}"
                  if kept else "no checkpoint had been written yet"), file=sys.stderr)
         return 130
-    except RuntimeError as e:
-        if ctx.world == 1:
+    except RuntimeError as e:  # gloo/nccl raise RuntimeError subclasses; ours are reported by main()
+        if ctx.world == 1 or isinstance(e, T.TrainingError):
             raise
         print(f"error: {peer_failure(e, ctx, T.latest_checkpoint(trainer.ckpt_dir))}", file=sys.stderr)
         return 2

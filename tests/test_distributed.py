@@ -65,12 +65,12 @@ def torchrun(*args, restarts: int = 0, env=None) -> subprocess.CompletedProcess:
 FAULTY = """
 import math, os, signal, sys
 import run_train
-from utils import training
+from utils.training import trainer
 faults = os.environ["DENSEFUSE_TEST_FAULT"].split()
 attempt = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
 fault, at = faults[attempt].split(":") if attempt < len(faults) else ("none", "0")
 if os.environ["RANK"] == "1":
-    log, step = training.Trainer.log, training.train_step
+    log, step = trainer.Trainer.log, trainer.train_step
     def faulty_log(self, vals, lr):
         log(self, vals, lr)
         if self.progress.step == int(at) and fault == "kill":
@@ -81,9 +81,9 @@ if os.environ["RANK"] == "1":
     def nan_step(model, criterion, optimizer, batch, *args):  # a real step, on NaN pixels
         calls.append(1)
         return step(model, criterion, optimizer, batch * (math.nan if len(calls) == int(at) else 1), *args)
-    training.Trainer.log = faulty_log
+    trainer.Trainer.log = faulty_log
     if fault == "nan":
-        training.train_step = nan_step
+        trainer.train_step = nan_step
 sys.exit(run_train.main(sys.argv[1:]))
 """
 
@@ -143,7 +143,7 @@ def test_a_killed_worker_comes_back_and_ctrl_c_leaves_a_resumable_checkpoint(ima
     assert r.returncode != 0 and "exitcode: -9" in r.stderr.replace("exitcode  :", "exitcode:"), r.stderr
     # Rank 0, blocked in an all-reduce with the dead rank, says so in one line (when it notices
     # before torchrun stops it): no traceback from a worker, gloo's reason inside that line.
-    assert 'run_train.py", line' not in r.stderr and 'utils/training.py", line' not in r.stderr, r.stderr
+    assert 'run_train.py", line' not in r.stderr and 'utils/training/' not in r.stderr, r.stderr
     gloo = [line for line in r.stderr.splitlines() if "Connection reset" in line or "Connection closed" in line]
     assert all(line.startswith("error: rank 0: a collective operation failed") for line in gloo), gloo
     assert r.stdout.count("Resuming from") == 1, r.stdout

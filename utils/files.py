@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """:func:`atomic_write` of ``src``'s bytes to ``dst``. A copy, not a hard link: with links,
+    a tool that later writes one name in place (``torch.save`` over ``best.pt``) would silently
+    change the others too."""
+    with open(src, "rb") as fh:
+        atomic_write(dst, lambda out: shutil.copyfileobj(fh, out, 1 << 20))
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
