@@ -20,7 +20,14 @@ def test_loss_plot_from_a_training_run(tmp_path):
                            "--log_every", "1", "--device", "cpu", "--val_path", ""]) == 0
     assert loss.main([str(tmp_path / "r")]) == 0
     png = tmp_path / "r" / "loss.png"
-    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    from PIL import Image
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    # Three panels (pixel, SSIM, total loss; no validation) of 4.2 x 3.4 inches at 110 dpi, each
+    # with its smoothed curve drawn in matplotlib's first colour (#1f77b4).
+    assert pixels.shape == (374, 1386, 3)
+    curve = (np.abs(pixels - [31, 119, 180]).max(-1) <= 20)
+    thirds = np.array_split(curve, 3, axis=1)
+    assert all(part.sum() > 50 for part in thirds), [int(p.sum()) for p in thirds]
     np.testing.assert_allclose(loss.smooth(np.array([1., 2, 3, 4, 5]), 2), [1, 1.5, 2.5, 3.5, 4.5])
     # Two stages (a run and its --init_from continuation) as two rows of one picture.
     from PIL import Image
