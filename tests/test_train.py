@@ -223,11 +223,6 @@ def test_zoomed_crops_scale_a_ramp(tmp_path, zoom):
     torch.testing.assert_close(ds[0], ds[0])  # a pure function of (seed, epoch, index)
 
 
-def test_bad_zoom_is_one_line_error(images, tmp_path, capsys):
-    assert train(images, tmp_path / "runs", "--zoom", "2", "1") == 2
-    assert "--zoom" in capsys.readouterr().err
-
-
 def test_bad_device_is_an_error_before_the_run_folder_is_created(images, tmp_path, capsys):
     assert train(images, tmp_path / "runs", "--device", "gpu") == 2
     assert "error: --device gpu: not a device" in capsys.readouterr().err
@@ -264,7 +259,8 @@ def test_every_bad_setting_is_reported_at_once(images, tmp_path, capsys):
 
 def test_bad_zoom_is_an_error(images, tmp_path, capsys):
     assert train(images, tmp_path / "runs", "--zoom", "2", "1") == 2
-    assert "error: --zoom MIN MAX needs 0 < MIN <= MAX, got 2.0 1.0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --zoom MIN MAX needs 0 < MIN <= MAX, got 2.0 1.0"
 
 
 def test_new_run_never_overwrites_an_earlier_one(images, tmp_path, capsys):
