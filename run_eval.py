@@ -76,8 +76,26 @@ def sources_and_methods(args):
         raise EvalError(f"--names gives {len(names)} name(s) for {len(folders)} --fused folder(s)")
     if len(set(names)) != len(names):
         raise EvalError(f"method names {names} repeat; give distinct ones with --names")
+    for folder in folders:
+        check_registered(folder, pairs)
     check_outputs(args, pairs, folders)  # before minutes of scoring
     return pairs, dict(zip(names, folders, strict=True))
+
+
+def check_registered(folder: Path, pairs) -> None:
+    """Results of --align/--transform/--resize are in the reference's frame (cropped to the
+    overlap): scored against their unregistered sources they would compare misregistered pixels.
+    Their folder holds the registered sources (``registered/``); anything else is refused."""
+    from utils.evaluation import EvalError
+    from utils.files import resolved
+    from utils.records import read_record
+    record = read_record(folder)
+    if not (isinstance(record, dict) and record.get("registration")):
+        return
+    registered = resolved(folder / "registered")
+    if not all(registered in resolved(f).parents for p in pairs for f in p.sources):
+        raise EvalError(f"{folder} holds registered results (fusion_settings.json); score them against the "
+                        f"registered sources beside them: --test_path {folder / 'registered'}")
 
 
 def check_outputs(args, pairs, folders: list[Path]) -> None:

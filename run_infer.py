@@ -30,69 +30,102 @@ from utils.records import SETTINGS_FILE, RecordError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = FuseConfig()
     p = argparse.ArgumentParser(
         description="Fuse infrared and visible image pairs, or any registered sets of 2+ images, with DenseFuse.",
         epilog="Several GPUs or machines: torchrun --nproc_per_node N run_infer.py ... shares the pairs "
                "among N processes (one GPU each); the files are those of one process. See docs/distributed.md.",
         formatter_class=DefaultsFormatter)
-    p.add_argument("--test_path", default=d.test_path,
-                   help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, IR<k>+VIS<k>, "
-                        "<name>-A+<name>-B for Lytro multi-focus) or a folder of such folders")
-    p.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png "
-                                "(pair_<strategy>_<output_mode>/ with other settings), named after what the two "
-                                "file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")
-    p.add_argument("--vis", help="one visible image (with --ir)")
-    p.add_argument("--sources", nargs="+", metavar="DIR",
-                   help="two or more folders of registered images matched by file name, fused in the folders' "
-                        "order (multi-exposure: under/ over/; or ir/ vi/); written to <output_path>/sources_fusion/")
-    p.add_argument("--scenes", metavar="DIR",
-                   help="a folder with one sub-folder per scene holding its 2+ images (multi-exposure), fused "
-                        "in file-name order; written to <output_path>/<DIR name>_fusion/<scene>.png")
-    p.add_argument("--inputs", nargs="+", metavar="IMAGE",
-                   help="one set of two or more registered images of one size, fused in the order given "
-                        "(multi-focus, multi-exposure, several cameras); --inputs A B = --ir A --vis B")
-    p.add_argument("--output_path", default=d.output_path,
+    add_input_flags(p.add_argument_group("what to fuse (one of)"))
+    add_registration_flags(p.add_argument_group("sources of different cameras or sizes (docs/registration.md)"))
+    add_network_flags(p.add_argument_group("network and fusion"))
+    g = p.add_argument_group("output")
+    g.add_argument("--output_path", default=FuseConfig.output_path,
                    help="results folder; sets go to <output_path>/<Set>_fusion/ with the default strategy and "
                         "output mode, <Set>_fusion_<strategy>_<output_mode>/ with others")
-    p.add_argument("--weights", default=None,
+    g.add_argument("--eval", action="store_true",
+                   help="score each fused set with run_eval.py's standard profile; print the mean row")
+    g.add_argument("--skip_bad", action="store_true",
+                   help="fuse the good pairs and list the bad ones instead of stopping")
+    g.add_argument("--overwrite", action="store_true",
+                   help=f"replace fused images made with other settings (recorded in each output folder's "
+                        f"{SETTINGS_FILE}); without it such a folder is an error and nothing is written")
+    return p
+
+
+def add_input_flags(g) -> None:
+    g.add_argument("--test_path", default=FuseConfig.test_path,
+                   help="a folder of pairs (layouts: ir/+vi/, INF_images/+VIS_images/, infrared/+visible/ as "
+                        "LLVIP and FMB, IR<k>+VIS<k>, <name>-A+<name>-B for Lytro multi-focus; train/ and test/ "
+                        "split folders) or a folder of such folders")
+    g.add_argument("--ir", help="one infrared image (with --vis); written to <output_path>/pair/<name>.png "
+                                "(pair_<strategy>_<output_mode>/ with other settings), named after what the two "
+                                "file names share (IR7 + VIS7 -> 7.png, a + b -> a_b.png)")
+    g.add_argument("--vis", help="one visible image (with --ir)")
+    g.add_argument("--sources", nargs="+", metavar="DIR",
+                   help="two or more folders of registered images matched by file name, fused in the folders' "
+                        "order (multi-exposure: under/ over/; or ir/ vi/); written to <output_path>/sources_fusion/")
+    g.add_argument("--scenes", metavar="DIR",
+                   help="a folder with one sub-folder per scene holding its 2+ images (multi-exposure), fused "
+                        "in file-name order; written to <output_path>/<DIR name>_fusion/<scene>.png")
+    g.add_argument("--inputs", nargs="+", metavar="IMAGE",
+                   help="one set of two or more registered images of one size, fused in the order given "
+                        "(multi-focus, multi-exposure, several cameras); --inputs A B = --ir A --vis B")
+
+
+def add_registration_flags(g) -> None:
+    g.add_argument("--align", action="store_true",
+                   help="register every source onto the reference (edge-based, multimodal; OpenCV: pip install "
+                        "-r requirements-align.txt); the fused image is in the reference's frame, cropped to "
+                        "where all sources overlap; the transforms and their quality go to the record")
+    g.add_argument("--align_to", type=int, default=None, metavar="K",
+                   help="the reference source, 1-based (default: 2, the visible image of a pair)")
+    g.add_argument("--align_model", choices=("similarity", "affine", "homography"), default="affine",
+                   help="what --align estimates: similarity (scale, rotation, shift), affine, or homography")
+    g.add_argument("--transform", metavar="FILE",
+                   help="apply known 3x3 matrices instead of estimating them (a calibrated rig): JSON "
+                        "{\"reference\": K-1, \"matrices\": [one 3x3 list per source]}, as --write_transform writes")
+    g.add_argument("--write_transform", metavar="FILE",
+                   help="with --align on one pair or set: write the matrices found, for --transform")
+    g.add_argument("--resize", action="store_true",
+                   help="sources of one field of view at different resolutions: resample each to the reference's "
+                        "size (never done without this flag or --align)")
+    g.add_argument("--fill", action="store_true",
+                   help="with --align/--transform: keep the reference's whole frame, black where a source does "
+                        "not reach, instead of cropping to the overlap")
+
+
+def add_network_flags(g) -> None:
+    d = FuseConfig()
+    g.add_argument("--weights", default=None,
                    help="weights: a shipped file (weights/ holds lambda = 1, 10, 100 and 1000; default: "
                         f"{Path(d.weights).relative_to(Path(d.weights).parents[1])}, lambda = 100), a run_train.py "
                         "checkpoint, exported weights, or the official DenseFuse release (TF checkpoint/zip or the "
                         "PyTorch .model)")
-    p.add_argument("--rgb", action="store_true",
+    g.add_argument("--rgb", action="store_true",
                    help="without --weights: the shipped RGB (3-channel) network of --ssim_weight's lambda "
                         "(100), which fuses colour directly, instead of the gray one")
-    p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
+    g.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=None,
                    help="lambda: picks the shipped weights of that lambda when --weights is not given, "
                         "or the checkpoint of that lambda in an official TF release holding several "
                         "(when omitted: 100); an error with any other weights file")
-    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=None,
+    g.add_argument("--strategy", choices=STRATEGY_NAMES, default=None,
                    help=f"feature fusion: add = paper's sum, mean = half the sum, l1_norm = paper's "
                         f"L1-norm weighting, max = element-wise maximum (default: {d.strategy}; with "
                         f"--backend onnxruntime the strategy exported into the file)")
-    p.add_argument("--l1_radius", type=int, default=None,
+    g.add_argument("--l1_radius", type=int, default=None,
                    help=f"l1_norm block-average radius r (window 2r+1); 0 = official code (default: "
                         f"{d.l1_radius}; with --backend onnxruntime the file's)")
-    p.add_argument("--output_mode", choices=OUTPUT_MODES, default=d.output_mode,
+    g.add_argument("--output_mode", choices=OUTPUT_MODES, default=d.output_mode,
                    help="minmax = stretch each output to 0..255 as the official release did; "
                         "clip = keep intensities, clip to 0..255")
-    p.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda")
-    p.add_argument("--tile", type=int, default=d.tile,
+    g.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda")
+    g.add_argument("--tile", type=int, default=d.tile,
                    help=f"tile size (exact, with a halo), at least {MIN_TILE}; 0 = automatic (192 on CPU, "
                         "for speed; on GPU only above 1600x1600 pixels), -1 = never")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+    g.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="torch = this repository's PyTorch path (fastest here: docs/performance.md); onnxruntime "
                         "= run an exported fusion graph (--weights FILE.onnx from python -m run_scripts.export_onnx; "
                         "CPU; needs pip install onnx onnxruntime); results go to <Set>_fusion..._onnxruntime/")
-    p.add_argument("--eval", action="store_true",
-                   help="score each fused set with run_eval.py's standard profile; print the mean row")
-    p.add_argument("--skip_bad", action="store_true",
-                   help="fuse the good pairs and list the bad ones instead of stopping")
-    p.add_argument("--overwrite", action="store_true",
-                   help=f"replace fused images made with other settings (recorded in each output folder's "
-                        f"{SETTINGS_FILE}); without it such a folder is an error and nothing is written")
-    return p
 
 
 def run(job) -> int:
@@ -117,14 +150,18 @@ def run_on(job, device, ctx) -> int:
     from utils.inputs import Decoded, check_inputs, check_source_counts, run_inputs
     from utils.jobs import collect_sets, fuse_sets, prepare_outputs
     from utils.records import recorded_settings
-    decoded = Decoded()
+    decoded = Decoded(fill=bool(job.align and job.align.fill))
     sets, unpaired = collect_sets(job)
     check_source_counts(sets, job.eval, job.onnx_meta, job.weights)
-    checked, any_bad = check_inputs(sets, decoded, unpaired, job.skip_bad, report=ctx.main)
+    checked, any_bad = check_inputs(sets, decoded, unpaired, job.skip_bad, report=ctx.main, align=job.align)
+    if job.write_transform:
+        write_found_transform(job.write_transform, checked, decoded.registrations)
     decoded.keep_only({p for s in checked for p in D.shard(s.pairs, ctx)})
     weights, (network, info) = load_network(job)
     settings = FuseSettings(job.strategy, job.l1_radius, job.output_mode, job.tile, str(device))
     record = recorded_settings(weights, info, settings, job.backend)
+    if job.align is not None:
+        record["align"] = job.align.settings()
     problem = None
     if ctx.main:  # it may remove stale files: once, before any rank writes
         try:
@@ -139,8 +176,22 @@ def run_on(job, device, ctx) -> int:
         keep_freed_memory()  # ~30 % faster CPU fusion (utils/devices.py)
         network = prepare_model(network, settings.device)
     fuse_sets(checked, network, settings, record, decoded.load, f"weights: {weights} ({info['kind']})", ctx,
-              scoring=job.eval)
+              scoring=job.eval, registrations=decoded.registrations)
     return 1 if any_bad else 0
+
+
+def write_found_transform(path: Path, sets, registrations: dict) -> None:
+    """--write_transform: the matrices --align found for the run's one pair (or set)."""
+    pairs = [p for s in sets for p in s.pairs]
+    if len(pairs) != 1:
+        raise JobError(f"--write_transform writes the transform of one pair; this run has {len(pairs)} "
+                       f"(a rig's transform is estimated once, on one good pair)")
+    from utils.registration import write_transform
+    try:
+        write_transform(path, registrations[pairs[0]])
+    except OSError as e:
+        raise JobError(f"cannot write {path}: {e.strerror or e}") from None
+    print(f"{path}: the transform of {pairs[0].name}; reuse it with --transform {path}")
 
 
 def load_network(job) -> tuple[Path, tuple]:

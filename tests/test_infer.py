@@ -154,8 +154,9 @@ def test_unpaired_files_and_size_mismatches_are_reported_together(tmp_path, tiny
     err = run_bad(capsys, "--test_path", flat_set, "--output_path", tmp_path / "r", weights=tiny_weights)
     lines = err.splitlines()
     assert lines[0] == "3 problem(s) with the inputs:"
-    assert {line.strip().split(": ")[-1] for line in lines[1:4]} == {"no visible partner", "no infrared partner",
-                                                                     "sizes differ"}
+    assert {line.strip().split(": ")[-1].split(" (")[0] for line in lines[1:4]} == {
+        "no visible partner", "no infrared partner", "sizes differ"}
+    assert "sizes differ (--resize if they show the same field of view, --align to register them)" in lines[3]
     assert "IR8.png" in lines[1] and "VIS9.png" in lines[2] and "VIS2.png" in lines[3]
     assert not (tmp_path / "r").exists()
 

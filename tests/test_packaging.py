@@ -12,7 +12,9 @@ from tests.conftest import ROOT
 
 #: Import name -> distribution name, where they differ.
 DISTRIBUTION = {"PIL": "pillow", "pywt": "pywavelets", "skimage": "scikit-image",
-                "pytorch_msssim": "pytorch-msssim"}
+                "pytorch_msssim": "pytorch-msssim", "cv2": "opencv-python-headless"}
+#: Optional features: their modules import these packages only on the code paths that use them.
+OPTIONAL = {"utils/registration.py": "requirements-align.txt"}
 
 
 def requirements(name: str = "requirements.txt") -> dict[str, str]:
@@ -55,12 +57,15 @@ def test_every_third_party_import_is_in_requirements():
     user, dev = requirements(), requirements("requirements-dev.txt")
     missing = {}
     for path in files:
-        reqs = dev if path.relative_to(ROOT).parts[0] == "tests" else user
+        rel = path.relative_to(ROOT)
+        reqs = dev if rel.parts[0] == "tests" else {**user, **requirements(OPTIONAL[str(rel)])} \
+            if str(rel) in OPTIONAL else user
         for name in top_level_imports(path) - set(sys.stdlib_module_names) - local:
             if DISTRIBUTION.get(name, name).lower() not in reqs:
                 missing.setdefault(name, []).append(str(path.relative_to(ROOT)))
     assert not missing, f"imported but not in requirements.txt / requirements-dev.txt: {missing}"
     assert not {"pytest", "hypothesis", "scikit-image"} & set(user), "test-only packages in requirements.txt"
+    assert "opencv-python-headless" not in user, "an optional feature's package in the core install"
 
 
 def test_no_torchvision_anywhere():

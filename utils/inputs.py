@@ -12,17 +12,23 @@ from utils.jobs import FuseSet
 
 
 class Decoded:
-    """Images decoded by the input check, kept for the fusion so that no input is decoded twice;
-    up to ``budget`` bytes (a set of thousands of pairs is decoded again instead)."""
+    """Images decoded (and registered) by the input check, kept for the fusion so that no input
+    is decoded twice; up to ``budget`` bytes (a set of thousands of pairs is decoded again
+    instead, and registered again with the transform found by the check: ``registrations``)."""
 
-    def __init__(self, budget: int = 1 << 30):
-        self.images, self.budget = {}, budget
+    def __init__(self, budget: int = 1 << 30, fill: bool = False):
+        self.images, self.budget, self.fill = {}, budget, fill
+        self.registrations: dict = {}
 
     def load(self, pair):
         from utils.images import load_image
         if pair in self.images:
             return self.images.pop(pair)
-        return tuple(load_image(f) for f in pair.sources)
+        images = tuple(load_image(f) for f in pair.sources)
+        if pair in self.registrations:
+            from utils.registration import apply
+            return tuple(apply(list(images), self.registrations[pair], self.fill))
+        return images
 
     def keep_only(self, pairs: set) -> None:
         """Forget the images of pairs this process will not fuse (another rank's share)."""
@@ -55,19 +61,25 @@ def read_sources(pair, report: bool = True) -> tuple:
     return images
 
 
-def pair_problems(pair, out_dir: Path, every_input: set[Path], report: bool) -> tuple[list[str], tuple]:
-    """What is wrong with one pair (unreadable files, sizes that differ, an output that would
-    write over an input or a folder) and its decoded images."""
+def pair_problems(pair, out_dir: Path, every_input: set[Path], report: bool,
+                  align=None) -> tuple[list[str], tuple, object]:
+    """What is wrong with one pair (unreadable files, sizes that differ, a registration that
+    failed or is poor, an output that would write over an input or a folder), its decoded (and,
+    with ``align``, registered) images and the registration."""
     from utils.files import resolved
     from utils.images import ImageReadError, exif_rotated
     from utils.records import output_file
-    found, images = [], ()
+    found, images, reg = [], (), None
     try:
         images = read_sources(pair, report)
-        if len({im.shape[:2] for im in images}) > 1:
+        if align is not None:
+            images, reg, problem = registered(pair, images, align)
+            found += [problem] if problem else []
+        elif len({im.shape[:2] for im in images}) > 1:
             sizes = (f"{f} ({im.shape[1]}x{im.shape[0]}{', after its EXIF rotation' if exif_rotated(f) else ''})"
                      for f, im in zip(pair.sources, images, strict=True))
-            found.append(" and ".join(sizes) + ": sizes differ")
+            found.append(" and ".join(sizes) + ": sizes differ (--resize if they show the same field of view, "
+                                               "--align to register them)")
     except ImageReadError as e:
         found.append(str(e))
     target = resolved(output_file(out_dir, pair.name))
@@ -78,14 +90,29 @@ def pair_problems(pair, out_dir: Path, every_input: set[Path], report: bool) -> 
     elif target.is_dir() or (target.exists() and not target.is_file()):
         found.append(f"{target}: the output's name is taken by a folder (or another non-file); "
                      f"move it or choose another --output_path")
-    return found, images
+    return found, images, reg
+
+
+def registered(pair, images: tuple, align) -> tuple[tuple, object, str | None]:
+    """The sources in the reference's frame, the registration, and why it cannot be trusted."""
+    from utils.registration import RegistrationError, apply
+    try:
+        reg = align.register(list(images))
+        out = tuple(apply(list(images), reg, align.fill))
+    except RegistrationError as e:
+        return images, None, f"pair {pair.name} ({' + '.join(map(str, pair.sources))}): {e}"
+    poor = reg.poor() if align.mode == "align" else None
+    if poor:
+        return out, reg, f"pair {pair.name} ({' + '.join(map(str, pair.sources))}): poor registration ({poor})"
+    return out, reg, None
 
 
 def check_inputs(sets: list[FuseSet], decoded: Decoded, unpaired: list[str], skip_bad: bool,
-                 report: bool = True) -> tuple[list[FuseSet], bool]:
-    """Decode and check every input of every set; print all problems at once (if ``report``),
-    with the files without a partner, and stop (JobError) unless ``skip_bad``. Returns the sets
-    with their good pairs only, and whether any input was bad."""
+                 report: bool = True, align=None) -> tuple[list[FuseSet], bool]:
+    """Decode (and with ``align``, register) and check every input of every set; print all
+    problems at once (if ``report``), with the files without a partner, and stop (JobError)
+    unless ``skip_bad``. Returns the sets with their good pairs only, and whether any input was
+    bad; the registrations are kept in ``decoded.registrations``."""
     from tqdm import tqdm
     bad: list[str] = list(unpaired)
     checked = []
@@ -93,11 +120,13 @@ def check_inputs(sets: list[FuseSet], decoded: Decoded, unpaired: list[str], ski
     for s in sets:
         good = []
         for pair in tqdm(s.pairs, desc="checking inputs", leave=False, disable=True if len(s.pairs) < 20 else None):
-            problems, images = pair_problems(pair, s.out_dir, every_input, report)
+            problems, images, reg = pair_problems(pair, s.out_dir, every_input, report, align)
             bad += problems
             if not problems:
                 good.append(pair)
                 decoded.keep(pair, images)
+                if reg is not None:
+                    decoded.registrations[pair] = reg
         checked.append(s._replace(pairs=good))
     if bad:
         for line in [f"{len(bad)} problem(s) with the inputs:", *(f"  {b}" for b in bad)] if report else ():

@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from configs import FuseConfig, bundled_note
 from utils.errors import JobError
+
+if TYPE_CHECKING:
+    from utils.registration import AlignSpec
 
 #: Smallest ``--tile``: every tile recomputes a halo of 8+ pixels on each side, so a t-pixel
 #: tile costs ((t + 16) / t)^2 times the work: 2.3x at 32, 40x at 3 (a typo that looks like a hang).
@@ -65,6 +68,8 @@ class FuseJob:
     skip_bad: bool = False
     overwrite: bool = False
     onnx_meta: dict | None = field(default=None, compare=False)
+    align: AlignSpec | None = None
+    write_transform: Path | None = None
 
     @classmethod
     def from_args(cls, args) -> FuseJob:
@@ -86,7 +91,8 @@ class FuseJob:
             from utils.weights import onnx_fusion_metadata
             meta = onnx_fusion_metadata(weights, strategy, radius)
             strategy, radius, device = meta["strategy"], meta["l1_radius"], "cpu"
-        return cls(test_path=Path(args.test_path), output_path=Path(args.output_path), inputs=inputs,
+        return cls(align=align_spec(args), write_transform=Path(args.write_transform) if args.write_transform else None,
+                   test_path=Path(args.test_path), output_path=Path(args.output_path), inputs=inputs,
                    sources=tuple(map(Path, args.sources or ())), scenes=Path(args.scenes) if args.scenes else None,
                    weights=weights, rgb=args.rgb, ssim_weight=args.ssim_weight, backend=args.backend,
                    strategy=strategy or FuseConfig.strategy,
@@ -98,9 +104,37 @@ class FuseJob:
         """``""`` for the default strategy and output mode, else ``_<strategy>_<mode>``; then
         ``_onnxruntime`` for that backend."""
         backend = "_onnxruntime" if self.backend == "onnxruntime" else ""
+        if self.align is not None:  # registered results never mix with unregistered ones
+            backend = ("_resized" if self.align.mode == "resize" else "_aligned") + backend
         if (self.strategy, self.output_mode) == (FuseConfig.strategy, FuseConfig.output_mode):
             return backend
         return f"_{self.strategy}_{self.output_mode}{backend}"
+
+
+def align_spec(args) -> AlignSpec | None:
+    """``--align``/``--transform``/``--resize`` as one description (None: the sources must be
+    registered and of one size already), or a JobError for flags that do not go together."""
+    if not (args.align or args.transform or args.resize):
+        for flag in ("fill", "write_transform", "align_to"):
+            if getattr(args, flag) not in (None, False):
+                raise JobError(f"--{flag} goes with --align (or --transform)")
+        return None
+    if args.align and args.transform:
+        raise JobError("give --align (estimate the transforms) or --transform FILE (known ones), not both")
+    if args.write_transform and not args.align:
+        raise JobError("--write_transform writes what --align estimated; add --align")
+    if args.align_to is not None and args.align_to < 1:
+        raise JobError(f"--align_to counts sources from 1, got {args.align_to}")
+    from utils.registration import AlignSpec, RegistrationError, read_transform
+    if args.transform:
+        try:
+            t = read_transform(Path(args.transform))
+        except RegistrationError as e:
+            raise JobError(str(e)) from None
+        reference = t["reference"] if args.align_to is None else args.align_to - 1
+        return AlignSpec("transform", reference, t["model"], args.fill, tuple(t["matrices"]), str(args.transform))
+    reference = 1 if args.align_to is None else args.align_to - 1
+    return AlignSpec("align" if args.align else "resize", reference, args.align_model, args.fill and args.align)
 
 
 def _inputs(args) -> tuple[Path, ...]:
@@ -151,7 +185,7 @@ def collect_sets(job: FuseJob) -> tuple[list[FuseSet], list[str]]:
 
 def folder_sets(root: Path, out_root: Path, suffix: str) -> tuple[list[FuseSet], list[str]]:
     """--test_path: one set, or a folder of sets; files without a partner are returned as problems."""
-    from utils.pairs import NoPairs, PairError, UnpairedFiles, find_pairs, find_sets
+    from utils.pairs import NoPairs, PairError, UnpairedFiles, find_pairs, find_sets, set_name
     if not root.is_dir():
         raise JobError(f"{root}: folder not found{bundled_note(root)}; pass --test_path DIR or --ir FILE --vis FILE")
     unpaired: list[str] = []
@@ -171,7 +205,8 @@ def folder_sets(root: Path, out_root: Path, suffix: str) -> tuple[list[FuseSet],
         lone = sum(line.startswith(f"{s}{os.sep}") for line in unpaired)
         print(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}"
               + (f", {lone} unpaired {plural(lone, 'file')}" if lone else ""))
-        jobs.append(FuseSet(s.name, pairs, out_root / f"{s.name}{suffix}"))
+        name = set_name(s)
+        jobs.append(FuseSet(name, pairs, out_root / f"{name}{suffix}"))
     return jobs, unpaired
 
 
@@ -226,10 +261,12 @@ def prepare_outputs(sets: list[FuseSet], record: dict, overwrite: bool, inputs: 
 
 
 def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what: str, ctx,
-              scoring: bool = False) -> None:
+              scoring: bool = False, registrations: dict | None = None) -> None:
     """Fuse every set: rank 0 writes its record first (and removes what a killed run left), then
     each rank fuses its share of the pairs; ``scoring`` prints each set's mean metrics.
-    ``images``: ``pair -> sources`` (the decoded inputs). A fault is a JobError saying what is done."""
+    ``images``: ``pair -> sources`` (the decoded inputs). With ``registrations`` (pair ->
+    Registration) the registered sources are written too (:func:`registered_sources`), which
+    is what the fused images are scored against. A fault is a JobError saying what is done."""
     import time
 
     from utils import distributed as D
@@ -243,12 +280,13 @@ def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what
             t0 = time.perf_counter()
             with writing_into(s.out_dir, FUSION_FILES) as leftovers:
                 if ctx.main:
-                    write_record(s.out_dir, record, s.pairs)
+                    write_record(s.out_dir, record, s.pairs, registrations)
                     if leftovers:
                         print(f"{s.out_dir}: removed {len(leftovers)} partial file(s) a killed run left "
                               f"({leftovers[0].name} ...)")
                 D.barrier(ctx)  # the record exists before any image of the set
-                fuse_pairs(network, D.shard(s.pairs, ctx), s.out_dir, settings, desc=s.name, images=images,
+                read = registered_sources(s.out_dir, images) if registrations else images
+                fuse_pairs(network, D.shard(s.pairs, ctx), s.out_dir, settings, desc=s.name, images=read,
                            progress=ctx.main)
                 D.barrier(ctx)  # the set is complete
             written += len(s.pairs)
@@ -264,6 +302,29 @@ def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what
         raise JobError(f"{e}; {what}. The images written before it are complete") from None
 
 
+#: Where the registered sources of an aligned folder go (a layout run_eval.py reads: ir/ + vi/).
+REGISTERED = "registered"
+
+
+def registered_folders(n: int) -> list[str]:
+    return ["ir", "vi"] if n == 2 else [f"source{k}" for k in range(1, n + 1)]
+
+
+def registered_sources(out_dir: Path, images):
+    """``images`` that also writes each pair's registered sources to ``<out_dir>/registered/``
+    (``ir/`` + ``vi/``, or ``source<k>/``) as 8-bit PNG: the region the fused image covers, in
+    its frame, so that ``run_eval.py --fused OUT --test_path OUT/registered`` scores registered
+    pixels against registered pixels."""
+    from utils.images import save_image
+
+    def read(pair):
+        sources = images(pair)
+        for folder, im in zip(registered_folders(len(sources)), sources, strict=True):
+            save_image(out_dir / REGISTERED / folder / f"{pair.name}.png", im)
+        return sources
+    return read
+
+
 def score_set(s: FuseSet) -> None:
     """--eval: the standard profile's mean row of the set just fused."""
     import sys
@@ -271,6 +332,11 @@ def score_set(s: FuseSet) -> None:
 
     from utils.evaluation import EvalError, MetricWarning, evaluate, format_row, mean_row
     from utils.images import ImageReadError
+    from utils.pairs import Pair
+    reg = s.out_dir / REGISTERED
+    if reg.is_dir():  # aligned: the fused images are scored against the registered sources
+        s = s._replace(pairs=[Pair(p.name, reg / "ir" / f"{p.name}.png", reg / "vi" / f"{p.name}.png")
+                              for p in s.pairs])
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MetricWarning)  # others keep their once-per-place filter

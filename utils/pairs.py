@@ -17,9 +17,13 @@ from pathlib import Path
 from utils.images import is_image_file
 
 SUBFOLDER_LAYOUTS = [
-    ("ir/ + vi/", ("ir",), ("vi", "vis")),
+    ("ir/ + vi/", ("ir",), ("vi", "vis")),  # RoadScene, MSRS (ir/ vi/), M3FD (Ir/ Vis/)
     ("INF_images/ + VIS_images/", ("inf_images",), ("vis_images",)),
+    ("infrared/ + visible/", ("infrared",), ("visible",)),  # LLVIP, FMB (Infrared/ Visible/)
 ]
+#: Split folders of the modern data sets (LLVIP: infrared/test/; MSRS: test/ir/): each is a set of
+#: its own, named after its data set and split (``LLVIP_test``).
+SPLITS = frozenset({"train", "test", "val", "validation", "trainval"})
 FLAT_PATTERN = re.compile(r"^(ir|vis)[_\-\s]?(.+)$", re.IGNORECASE)
 LYTRO_PATTERN = re.compile(r"^(.+)-([ab])$", re.IGNORECASE)
 
@@ -156,6 +160,8 @@ def find_pairs(folder: str | Path) -> tuple[str, list[Pair]]:
             spelt = f"{ir_dir.name}/ + {vis_dir.name}/"  # as the folders are spelt
             ir_files, vis_files = _by_stem(_images(ir_dir), ir_dir), _by_stem(_images(vis_dir), vis_dir)
             if not ir_files and not vis_files:
+                if splits := _splits(ir_dir, vis_dir):  # LLVIP: infrared/train/ + visible/train/, ...
+                    raise NoPairs(f"{folder}: layout {layout} with split folders ({', '.join(splits)})")
                 raise PairError(f"{folder}: layout {layout} found but it holds no images")
             return spelt, _match(ir_files, vis_files, folder, spelt)
     ir_files, vis_files = _by_name_pattern(folder, FLAT_PATTERN, side=1, key=2, second="vis")
@@ -184,24 +190,61 @@ def _by_name_pattern(folder: Path, pattern: re.Pattern, side: int, key: int,
     return found
 
 
+def _splits(ir_dir: Path, vis_dir: Path) -> list[str]:
+    """Sub-folders present under both ``ir_dir`` and ``vis_dir`` (LLVIP's ``train/``, ``test/``)."""
+    names = [{c.name for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")} for d in (ir_dir, vis_dir)]
+    return sorted(names[0] & names[1], key=natural_key)
+
+
+def split_sets(folder: Path) -> list[tuple[Path, str, list[Pair]]]:
+    """LLVIP's layout, ``infrared/<split>/`` + ``visible/<split>/``: one set per split, given as
+    ``(folder / split, layout, pairs)`` (a name, not a folder on disk); [] for any other layout."""
+    for _, ir_names, vis_names in SUBFOLDER_LAYOUTS:
+        ir_dir, vis_dir = _subfolder(folder, ir_names), _subfolder(folder, vis_names)
+        if ir_dir is None or vis_dir is None or _images(ir_dir) or _images(vis_dir):
+            continue
+        out = []
+        for split in _splits(ir_dir, vis_dir):
+            a, b = ir_dir / split, vis_dir / split
+            spelt = f"{ir_dir.name}/{split}/ + {vis_dir.name}/{split}/"
+            out.append((folder / split, spelt, lambda a=a, b=b, name=folder / split, spelt=spelt: _match(
+                _by_stem(_images(a), a), _by_stem(_images(b), b), name, spelt)))
+        return out
+    return []
+
+
+def set_name(folder: Path) -> str:
+    """A set's name: its folder's, or for a split folder (``test/``) its data set's and its own
+    (``LLVIP_test``, ``MSRS_test``), so that two data sets' splits never share an output folder."""
+    return f"{folder.parent.name}_{folder.name}" if folder.name.lower() in SPLITS else folder.name
+
+
 def find_sets(root: str | Path) -> list[tuple[Path, str, list[Pair]]]:
     """``(folder, layout, pairs)`` for each sub-folder of ``root`` that holds a recognised
-    layout (sorted by name), e.g. data_test/Tno; other folders are skipped."""
+    layout (sorted by name), e.g. data_test/Tno, or each split of LLVIP's layout
+    (:func:`split_sets`); other folders are skipped."""
     root = Path(root)
     if not root.is_dir():
         raise PairError(f"{root}: folder not found")
     sets, unpaired = [], []
-    for child in sorted(root.iterdir()):
-        if child.is_dir() and not child.name.startswith("."):
-            try:
-                layout, pairs = find_pairs(child)
-            except UnpairedFiles as e:  # listed with every other set's, once all are seen
-                unpaired.append(e)
-                sets += e.sets
-                continue
-            except NoPairs:
-                continue
-            sets.append((child, layout, pairs))
+    found = split_sets(root) or [(c, None, None) for c in sorted(root.iterdir())
+                                 if c.is_dir() and not c.name.startswith(".")]
+    for child, layout, match in found:
+        try:
+            layout, pairs = (layout, match()) if match else find_pairs(child)
+        except UnpairedFiles as e:  # listed with every other set's, once all are seen
+            unpaired.append(e)
+            sets += e.sets
+            continue
+        except NoPairs:  # a data set of split folders (LLVIP, MSRS) inside a folder of data sets
+            if split_sets(child) or any(c.is_dir() and c.name.lower() in SPLITS for c in child.iterdir()):
+                try:
+                    sets += find_sets(child)
+                except UnpairedFiles as e:
+                    unpaired.append(e)
+                    sets += e.sets
+            continue
+        sets.append((child, layout, pairs))
     if unpaired:
         raise UnpairedFiles("\n".join(map(str, unpaired)), sets, [p for e in unpaired for p in e.problems])
     return sets

@@ -69,9 +69,13 @@ def recorded_inputs(record) -> tuple[dict[str, list[str]], list[str]]:
     return good, [repr(k) for k in inputs if k not in good]
 
 
+#: Per fused image, not settings: the input files, and the registration found for them.
+PER_IMAGE = ("inputs", "registration")
+
+
 def same_settings(record, settings: dict) -> bool:
-    """Whether a folder's record was made with ``settings`` (its list of inputs aside)."""
-    return bool(record) and {k: v for k, v in record.items() if k != "inputs"} == settings
+    """Whether a folder's record was made with ``settings`` (its per-image entries aside)."""
+    return bool(record) and {k: v for k, v in record.items() if k not in PER_IMAGE} == settings
 
 
 def pair_inputs(pair) -> list[str]:
@@ -86,7 +90,7 @@ def replaced_results(pairs: list, out_dir: Path, settings: dict) -> str | None:
         if same_settings(record, settings):
             return None
         shown = {k: v for k, v in (record or {}).items()
-                 if v is not None and k not in ("inputs", "weights_sha256") and isinstance(v, (str, int, float))}
+                 if v is not None and k not in (*PER_IMAGE, "weights_sha256") and isinstance(v, (str, int, float))}
         made = (", ".join(f"{k} {v}" for k, v in shown.items()) if record
                 else f"settings it cannot read ({out_dir / SETTINGS_FILE})")
         return f"{out_dir} holds results made with {made}"
@@ -152,13 +156,18 @@ def remove_stale(out_dir: Path, names: set[str], settings: dict, inputs: set[Pat
             f"nothing outside the folder is touched"]
 
 
-def write_record(out_dir: Path, settings: dict, pairs: list) -> None:
+def write_record(out_dir: Path, settings: dict, pairs: list, registrations: dict | None = None) -> None:
     """The folder's record, before its images, so that an interrupted run's files are labelled too.
-    Pairs fused earlier with the same settings stay listed beside this run's."""
+    Pairs fused earlier with the same settings stay listed beside this run's. ``registrations``
+    (pair -> :class:`utils.registration.Registration`): how each pair's sources were registered."""
     record = read_record(out_dir)
-    inputs = dict(recorded_inputs(record)[0]) if same_settings(record, settings) else {}
+    same = same_settings(record, settings)
+    inputs = dict(recorded_inputs(record)[0]) if same else {}
     inputs.update({p.name: pair_inputs(p) for p in pairs})
-    record = {**settings, "inputs": inputs}
+    found = record.get("registration") if same and isinstance(record.get("registration"), dict) else {}
+    found = {k: v for k, v in found.items() if k in inputs}
+    found.update({p.name: registrations[p].record() for p in pairs if registrations and p in registrations})
+    record = {**settings, "inputs": inputs, **({"registration": found} if found else {})}
     atomic_write(out_dir / SETTINGS_FILE, lambda fh: fh.write(json.dumps(record, indent=1).encode()))
 
 
