@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition (for tests)")
     p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--skip", nargs="*", default=[], choices=["startup", "fusion", "infer", "training", "memory"],
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["startup", "fusion", "infer", "training", "memory", "registration"],
                    help="parts to leave out")
     p.add_argument("--amp", action="store_true",
                    help="also time the project's fusion and training step under bf16 autocast "
@@ -122,6 +123,41 @@ def bench_infer_set(args, B, reps: int) -> dict:
     return r
 
 
+def bench_registration(device: str, reps: int, smoke: bool) -> dict | None:
+    """run_infer.py --align's registration of a 640x512 thermal frame onto a 1280x720 colour one
+    (a RoadScene pair of data_test/, the thermal image moved by a known similarity and the visible
+    one enlarged), against the fusion of the registered pair: a ratio of two times of this run."""
+    try:
+        import cv2
+    except ImportError:
+        print("\nregistration: skipped (pip install -r requirements-align.txt)")
+        return None
+    import numpy as np
+
+    from configs import SHIPPED_WEIGHTS, TEST_DATA
+    from utils.benchmarking import timed
+    from utils.checkpoint import load_model
+    from utils.fusion import FuseSettings, fuse_images, prepare_model
+    from utils.images import load_image
+    from utils.registration import apply, register
+    (h_ir, w_ir), (h_vis, w_vis) = ((64, 80), (90, 160)) if smoke else ((512, 640), (720, 1280))
+    ir = load_image(TEST_DATA / "Road/ir/FLIR_00977.jpg", gray=True)
+    vis = load_image(TEST_DATA / "Road/vi/FLIR_00977.jpg")
+    m = np.array([[1.5 * w_ir / ir.shape[1], 0.02, -20], [-0.02, 1.5 * h_ir / ir.shape[0], -30], [0, 0, 1]])
+    thermal = cv2.warpPerspective(ir, m, (w_ir, h_ir))
+    colour = np.clip(cv2.resize(vis, (w_vis, h_vis), interpolation=cv2.INTER_CUBIC), 0, 1)
+    reg_s = timed(lambda: apply([thermal, colour], register([thermal, colour], 1, "affine")), reps)
+    images = apply([thermal, colour], register([thermal, colour], 1, "affine"))
+    model = prepare_model(load_model(SHIPPED_WEIGHTS)[0], device)
+    fuse_s = timed(lambda: fuse_images(model, *images, settings=FuseSettings(device=device)), reps)
+    r = {"sizes": f"{w_ir}x{h_ir} onto {w_vis}x{h_vis}", "registration_s": reg_s, "fusion_s": fuse_s,
+         "registration_over_fusion": reg_s / fuse_s}
+    print(f"\nregistration (--align) of {r['sizes']}: {reg_s:.2f} s; fusing the registered pair "
+          f"({images[1].shape[1]}x{images[1].shape[0]}): {fuse_s:.2f} s; registration / fusion = "
+          f"{r['registration_over_fusion']:.2f}" + ("  (--smoke sizes: not meaningful)" if smoke else ""))
+    return r
+
+
 def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
     """Each part not in --skip, printed as it finishes and added to ``res``."""
     dev, peak, smoke = args.device, res["matmul_peak_gflops"], args.smoke
@@ -133,6 +169,8 @@ def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
         print_fusion(res["fusion"])
     if "infer" not in args.skip:
         res["infer"] = bench_infer_set(args, B, reps)
+    if "registration" not in args.skip:
+        res["registration"] = bench_registration(dev, reps, smoke)
     if "training" not in args.skip:
         res["training"] = B.bench_training(dev, [2] if smoke else [2, 16], 16 if smoke else 256, reps,
                                            args.micro_batch, peak, amp)

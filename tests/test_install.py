@@ -102,7 +102,8 @@ def new_venv_seeing_these_packages(venv) -> str:
 #: Run in the installed environment from a folder outside the project: every module imports,
 #: the shipped weights load with their hash checked, and the three commands start.
 CHECK = """
-import sys, run_infer, run_train, run_eval, models.densefuse, utils.metrics, utils.training.trainer, run_scripts.benchmark, hubconf
+import sys, run_infer, run_train, run_eval, models.densefuse, utils.metrics, run_scripts.benchmark, hubconf
+import utils.training.trainer, utils.jobs, utils.inputs, utils.weights, utils.registration
 print(run_infer.__file__)
 hubconf.densefuse(lam=1000)
 """
