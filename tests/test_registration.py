@@ -48,7 +48,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", [c if c in ("half size", "perspective") else pytest.param(c, marks=pytest.mark.slow)
+@pytest.mark.parametrize("case", [c if c == "perspective" else pytest.param(c, marks=pytest.mark.slow)
                                   for c in sorted(CASES)])  # 2 s each
 def test_known_warps_of_a_registered_pair_are_recovered(case):
     ir = load_image(ROOT / "data_test/Road/ir/FLIR_00977.jpg", gray=True)
