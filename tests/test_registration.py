@@ -229,3 +229,29 @@ def test_modern_data_set_layouts_are_found(tmp_path, tiny_weights, capsys):
     assert run_infer.main(["--test_path", str(tmp_path / "data" / "LLVIP"), "--output_path", str(tmp_path / "p"),
                            *common]) == 0
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["LLVIP_test_fusion", "LLVIP_train_fusion"]
+
+
+def test_resize_and_fill_work_for_sets_and_sources(tmp_path, tiny_weights):
+    """--resize on a folder of pairs and on --sources folders; --fill keeps the reference's frame
+    (null crop in the record) where --align/--transform would crop."""
+    common = ["--weights", str(tiny_weights), "--device", "cpu"]
+    for k in (1, 2):
+        write_gray(tmp_path / "S" / "ir" / f"p{k}.png", 30, 40, k)
+        write_gray(tmp_path / "S" / "vi" / f"p{k}.png", 60, 80, k + 5)
+    assert run_infer.main(["--test_path", str(tmp_path / "S"), "--resize", "--output_path", str(tmp_path / "o"),
+                           *common]) == 0
+    assert {Image.open(p).size for p in (tmp_path / "o" / "S_fusion_resized").glob("*.png")} == {(80, 60)}
+    assert run_infer.main(["--sources", str(tmp_path / "S" / "ir"), str(tmp_path / "S" / "vi"), "--resize",
+                           "--align_to", "1", "--output_path", str(tmp_path / "o"), *common]) == 0
+    assert {Image.open(p).size for p in (tmp_path / "o" / "sources_fusion_resized").glob("*.png")} == {(40, 30)}
+    shift = tmp_path / "shift.json"  # the infrared image sits 5 px right of the visible one
+    shift.write_text(json.dumps({"reference": 1, "matrices": [[[2, 0, 5], [0, 2, 0], [0, 0, 1]],
+                                                              [[1, 0, 0], [0, 1, 0], [0, 0, 1]]]}))
+    pair = ["--ir", str(tmp_path / "S/ir/p1.png"), "--vis", str(tmp_path / "S/vi/p1.png"), *common]
+    assert run_infer.main([*pair, "--transform", str(shift), "--output_path", str(tmp_path / "t")]) == 0
+    cropped = json.loads((tmp_path / "t/pair_aligned/fusion_settings.json").read_text())["registration"]["p1"]
+    assert cropped["crop"][0] >= 4 and Image.open(tmp_path / "t/pair_aligned/p1.png").size[0] <= 76
+    assert run_infer.main([*pair, "--transform", str(shift), "--fill", "--output_path", str(tmp_path / "f")]) == 0
+    filled = json.loads((tmp_path / "f/pair_aligned/fusion_settings.json").read_text())
+    assert filled["registration"]["p1"]["crop"] is None and filled["align"]["fill"] is True
+    assert Image.open(tmp_path / "f/pair_aligned/p1.png").size == (80, 60)
