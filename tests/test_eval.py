@@ -198,6 +198,24 @@ def test_a_comparison_averages_each_metric_over_the_pairs_it_was_scored_on():
     assert "| B | 0.4000 | n/a |" in markdown_table(s)
 
 
+def test_paper_tables_print_significant_digits_and_turn_when_wide():
+    """Each column to 4 significant digits of its largest mean (not 4 decimals everywhere: "2216.7659
+    ± 1174.8258"), the best marked as printed; more than 8 metrics go in rows."""
+    from utils.comparison import latex_table, markdown_table, summarise
+    rows = {"A": [{"pair": "1", "VIF": 0.55, "Qcv": 2216.7659}, {"pair": "2", "VIF": 0.45, "Qcv": 3000.0}],
+            "B": [{"pair": "1", "VIF": 0.44, "Qcv": 1500.4}, {"pair": "2", "VIF": 0.46, "Qcv": 900.2}]}
+    s = summarise(rows)
+    md = markdown_table(s, with_std=True).splitlines()
+    assert md[2] == "| A | **0.5000 ± 0.0707** | 2608 ± 554 |" and md[3] == "| B | 0.4500 ± 0.0141 | **1200 ± 424** |"
+    assert markdown_table(s, digits=2).splitlines()[2] == "| A | **0.50** | 2608 |"
+    many = {m: [{"pair": "1", **{f"M{k}": float(k + (m == "B")) for k in range(1, 11)}}] for m in ("A", "B")}
+    wide = markdown_table(summarise(many)).splitlines()
+    assert wide[0] == "| metric | A | B |" and len(wide) == 12 and wide[2] == "| M1 ↑ | 1.000 | **2.000** |"
+    assert markdown_table(summarise(many), rows="methods").splitlines()[0].count("|") == 12
+    tex = latex_table(summarise(many))
+    assert r"\begin{tabular}{lrr}" in tex and r"M10 $\uparrow$ & 10.00 & \textbf{11.00} \\" in tex
+
+
 def test_infer_eval_on_images_too_small_for_a_metric_scores_the_rest_and_fuses_later_sets(
         tmp_path, tiny_weights, capsys):
     """Before: MS-SSIM raised on the first (small) set after its images were written, and the

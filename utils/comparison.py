@@ -81,15 +81,69 @@ def text_table(s: Summary, with_std: bool = False, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def markdown_table(s: Summary, with_std: bool = False) -> str:
-    """Methods as rows, metrics as columns with their direction; the best of each column in bold."""
-    head = "| method | " + " | ".join(f"{k} {arrow(k)}" for k in s.metrics) + " |"
-    rows = [head, "|---|" + "---|" * len(s.metrics)]
-    for m in s.methods:
-        vals = [f"**{_value(s, m, k, with_std)}**" if m in s.best[k] else _value(s, m, k, with_std)
-                for k in s.metrics]
-        rows.append(f"| {markdown_escape(m)} | " + " | ".join(vals) + " |")
-    return "\n".join(rows) + "\n"
+#: Significant digits of the paper tables (--precision): per metric column, the decimals that
+#: give its largest mean this many digits ("2217 ± 1174", "0.4497"), not 4 decimals everywhere.
+SIGNIFICANT = 4
+#: With more metrics than this (and more metrics than methods), paper tables put metrics in rows:
+#: a 24-column tabular does not fit a page.
+MAX_COLUMNS = 8
+
+
+def column_decimals(s: Summary, digits: int = SIGNIFICANT) -> dict[str, int]:
+    """Per metric, the decimals that give the column's largest finite |mean| ``digits`` significant digits."""
+    out = {}
+    for k in s.metrics:
+        vals = [abs(v) for m in s.methods if (v := s.mean[m][k]) is not None and math.isfinite(v) and v != 0]
+        out[k] = max(0, digits - 1 - math.floor(math.log10(max(vals, default=1.0))))
+    return out
+
+
+def printed_best(s: Summary, decimals: dict[str, int]) -> dict[str, list[str]]:
+    """The best methods of each metric as the table prints them (ties at the printed decimals)."""
+    best = {}
+    for k in s.metrics:
+        shown = {m: round(v, decimals[k]) for m in s.methods if (v := s.mean[m][k]) is not None and math.isfinite(v)}
+        top = (max if higher_is_better(k) else min)(shown.values()) if shown else None
+        best[k] = [m for m, v in shown.items() if v == top]
+    return best
+
+
+def _cell(s: Summary, m: str, k: str, with_std: bool, d: int) -> str:
+    v = s.mean[m][k]
+    if v is None:
+        return "n/a"
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.{d}f}" + (f" ± {s.std[m][k]:.{d}f}" if with_std else "")
+
+
+def metrics_as_rows(s: Summary, rows: str) -> bool:
+    """``rows``: ``metrics``, ``methods`` or ``auto`` (metrics in rows when there are more than
+    :data:`MAX_COLUMNS` of them and more metrics than methods)."""
+    return rows == "metrics" or (rows == "auto" and len(s.metrics) > MAX_COLUMNS and len(s.metrics) > len(s.methods))
+
+
+def grid(s: Summary, with_std: bool, digits: int, rows: str, bold, label) -> list[list[str]]:
+    """The table as a list of rows of cells, header first: methods x metrics or the transpose;
+    ``bold(text)`` marks a best cell, ``label(name)`` escapes a method's or metric's name."""
+    d = column_decimals(s, digits)
+    best = printed_best(s, d)
+    cell = {(m, k): bold(_cell(s, m, k, with_std, d[k])) if m in best[k] else _cell(s, m, k, with_std, d[k])
+            for m in s.methods for k in s.metrics}
+    metric = {k: f"{label(k)} {arrow(k)}" for k in s.metrics}
+    if metrics_as_rows(s, rows):
+        return [["metric", *map(label, s.methods)], *([metric[k], *(cell[(m, k)] for m in s.methods)]
+                                                      for k in s.metrics)]
+    return [["method", *(metric[k] for k in s.metrics)], *([label(m), *(cell[(m, k)] for k in s.metrics)]
+                                                          for m in s.methods)]
+
+
+def markdown_table(s: Summary, with_std: bool = False, digits: int = SIGNIFICANT, rows: str = "auto") -> str:
+    """A Markdown table, metrics with their direction, the best of each metric in bold; methods as
+    rows or, with many metrics, metrics as rows (:func:`metrics_as_rows`)."""
+    g = grid(s, with_std, digits, rows, lambda t: f"**{t}**", markdown_escape)
+    lines = ["| " + " | ".join(g[0]) + " |", "|---|" + "---|" * (len(g[0]) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in g[1:]]) + "\n"
 
 
 def markdown_escape(text: str) -> str:
@@ -105,18 +159,18 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIAL.get(c, c) for c in text)
 
 
-def latex_table(s: Summary, with_std: bool = False) -> str:
-    """A booktabs ``tabular``: methods as rows, metrics with $\\uparrow$/$\\downarrow$, best in bold."""
-    def cell(m, k):
-        text = _value(s, m, k, with_std).replace(" ± ", r" $\pm$ ")
-        return rf"\textbf{{{text}}}" if m in s.best[k] else text
+def latex_table(s: Summary, with_std: bool = False, digits: int = SIGNIFICANT, rows: str = "auto") -> str:
+    """A LaTeX ``tabular`` with booktabs rules (``\\usepackage{booktabs}``): directions as
+    $\\uparrow$/$\\downarrow$, the best of each metric in bold; oriented as :func:`markdown_table`."""
+    def label(name: str) -> str:
+        return latex_escape(name)
 
-    arrows = {True: r"$\uparrow$", False: r"$\downarrow$"}
-    lines = [r"\begin{tabular}{l" + "r" * len(s.metrics) + "}", r"\toprule",
-             "Method & " + " & ".join(f"{latex_escape(k)} {arrows[higher_is_better(k)]}" for k in s.metrics)
-             + r" \\", r"\midrule"]
-    lines += [latex_escape(m) + " & " + " & ".join(cell(m, k) for k in s.metrics) + r" \\" for m in s.methods]
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    g = grid(s, with_std, digits, rows, lambda t: rf"\textbf{{{t}}}", label)
+    g = [[c.replace(" ± ", r" $\pm$ ").replace(" ↑", r" $\uparrow$").replace(" ↓", r" $\downarrow$") for c in r]
+         for r in g]
+    g[0][0] = g[0][0].capitalize()
+    lines = [r"\begin{tabular}{l" + "r" * (len(g[0]) - 1) + "}", r"\toprule", " & ".join(g[0]) + r" \\",
+             r"\midrule", *(" & ".join(r) + r" \\" for r in g[1:]), r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
