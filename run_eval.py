@@ -160,6 +160,14 @@ def _title(args, what: str, pairs: int, colour: bool) -> str:
     return title
 
 
+def print_conventions(metrics: list[str], conventions: dict[str, str]) -> None:
+    """Each metric's convention, wrapped to 100 columns under its name."""
+    import textwrap
+    print("conventions:")
+    for k in metrics:
+        print(textwrap.fill(conventions[k], 100, initial_indent=f"  {k:>8}: ", subsequent_indent=" " * 12))
+
+
 def report_one(args, rows: list[dict], colour: bool, fused: Path) -> None:
     """One method: the per-pair table and its mean row, as before comparisons existed."""
     from utils.evaluation import format_table, mean_row, write_csv, write_json
@@ -168,10 +176,7 @@ def report_one(args, rows: list[dict], colour: bool, fused: Path) -> None:
     rows = [*rows, mean_row(rows)]
     print(format_table(rows if not args.quiet else rows[-1:], _title(args, str(fused), len(rows) - 1, colour)))
     if not args.quiet:
-        print("conventions:")
-        for k in rows[0]:
-            if k != "pair":
-                print(f"  {k:>8}: {conventions[k]}")
+        print_conventions([k for k in rows[0] if k != "pair"], conventions)
     if args.csv:
         write_csv(rows, Path(args.csv))
     if args.json:
@@ -191,9 +196,7 @@ def report(args, results: dict[str, list[dict]], colour: bool, methods: dict[str
     else:
         print(C.text_table(summary, args.std, _title(args, f"{len(methods)} methods", summary.pairs, colour)))
         if not args.quiet:
-            print("conventions:")
-            for k in summary.metrics:
-                print(f"  {k:>8}: {CONVENTIONS[args.profile][k]}")
+            print_conventions(summary.metrics, CONVENTIONS[args.profile])
         meta = {"profile": args.profile, "fused": {m: str(f) for m, f in methods.items()},
                 "conventions": {k: CONVENTIONS[args.profile][k] for k in summary.metrics}}
         if args.csv:

@@ -216,14 +216,17 @@ def _cell(v: float | None) -> str:
     return f"{format_value(v):>9}"
 
 
-def format_table(rows: list[dict], title: str = "") -> str:
+def format_table(rows: list[dict], title: str = "", per_block: int = 7) -> str:
+    """Per-pair rows, in blocks of ``per_block`` metrics (each block a table of its own, the pair
+    column repeated): the 23 standard metrics fit an 80-column terminal in four blocks."""
     keys = [k for k in rows[0] if k != "pair"]
     width = max(8, *(len(str(r["pair"])) for r in rows))
-    head = f"{'pair':<{width}} " + " ".join(f"{k:>9}" for k in keys)
-    lines = [title, head, "-" * len(head)] if title else [head, "-" * len(head)]
-    for r in rows:
-        vals = " ".join(_cell(r[k]) for k in keys)
-        lines.append(f"{r['pair']!s:<{width}} {vals}")
+    lines = [title] if title else []
+    for i in range(0, len(keys), per_block):
+        part = keys[i:i + per_block]
+        head = f"{'pair':<{width}} " + " ".join(f"{k:>9}" for k in part)
+        lines += ([""] if i else []) + [head, "-" * len(head)]
+        lines += [f"{r['pair']!s:<{width}} " + " ".join(_cell(r[k]) for k in part) for r in rows]
     return "\n".join(lines)
 
 
