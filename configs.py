@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+#: The project's version (pyproject.toml's; a test keeps the two equal), recorded with every result.
+VERSION = "1.0.0"
 
 #: Weights shipped with the repository (lambda = 100), trained by run_train.py (docs/weights.md).
 #: The file name carries the first 8 hex digits of its SHA-256; the full hash is checked at load.

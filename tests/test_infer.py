@@ -276,9 +276,13 @@ def test_results_of_other_settings_are_never_replaced(tmp_path, tiny_weights, ca
     assert infer("--test_path", flat_set, "--output_path", out, weights=tiny_weights) == 0
     folder = out / "Flat_fusion"
     recorded = json.loads((folder / "fusion_settings.json").read_text())
+    import torch
+
+    from configs import VERSION
     from utils.checkpoint import sha256_file
     assert recorded == {"weights": tiny_weights.name, "weights_sha256": sha256_file(tiny_weights),
                         "ssim_weight": None, "strategy": "add", "l1_radius": None, "output_mode": "minmax",
+                        "software": {"densefuse": VERSION, "torch": torch.__version__},
                         "inputs": {k: [str(flat_set / f"IR{k}.png"), str(flat_set / f"VIS{k}.png")]
                                    for k in ("1", "2", "3")}}
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

@@ -68,6 +68,11 @@ def test_every_third_party_import_is_in_requirements():
     assert "opencv-python-headless" not in user, "an optional feature's package in the core install"
 
 
+def test_the_recorded_version_is_pyprojects():
+    import configs
+    assert f'version = "{configs.VERSION}"' in (ROOT / "pyproject.toml").read_text()
+
+
 def test_no_torchvision_anywhere():
     users = [str(p.relative_to(ROOT)) for p in project_python_files() if "torchvision" in top_level_imports(p)]
     assert not users

@@ -75,3 +75,20 @@ def test_shipped_rgb_weights_reconstruct_colour_and_are_picked_by_rgb(tmp_path, 
                           (["--rgb", "--weights", str(path)], "leave out --rgb")):
         assert run_infer.main([*argv, "--inputs", *pair, "--output_path", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_record_names_the_shipped_lambda_and_the_software(tmp_path):
+    """The default weights are lambda = 100: the record says so (it said null), and which
+    versions wrote it (informative: not a setting that makes a folder "other")."""
+    import json
+
+    import run_infer
+    from configs import VERSION
+    from tests.conftest import write_gray
+    a, b = write_gray(tmp_path / "a.png", 20, 24, 1), write_gray(tmp_path / "b.png", 20, 24, 2)
+    assert run_infer.main(["--ir", str(a), "--vis", str(b), "--output_path", str(tmp_path / "o")]) == 0
+    record = json.loads((tmp_path / "o" / "pair" / "fusion_settings.json").read_text())
+    assert record["ssim_weight"] == 100 and record["software"]["densefuse"] == VERSION
+    record["software"] = {"densefuse": "0.9", "torch": "2.0"}  # an older version's folder is reused
+    (tmp_path / "o" / "pair" / "fusion_settings.json").write_text(json.dumps(record))
+    assert run_infer.main(["--ir", str(a), "--vis", str(b), "--output_path", str(tmp_path / "o")]) == 0

@@ -69,8 +69,10 @@ def recorded_inputs(record) -> tuple[dict[str, list[str]], list[str]]:
     return good, [repr(k) for k in inputs if k not in good]
 
 
-#: Per fused image, not settings: the input files, and the registration found for them.
-PER_IMAGE = ("inputs", "registration")
+#: Not settings: per fused image, the input files and the registration found for them; and the
+#: software that wrote the folder (informative: a new torch or project version does not make
+#: earlier results "other settings").
+PER_IMAGE = ("inputs", "registration", "software")
 
 
 def same_settings(record, settings: dict) -> bool:
@@ -167,7 +169,7 @@ def write_record(out_dir: Path, settings: dict, pairs: list, registrations: dict
     found = record.get("registration") if same and isinstance(record.get("registration"), dict) else {}
     found = {k: v for k, v in found.items() if k in inputs}
     found.update({p.name: registrations[p].record() for p in pairs if registrations and p in registrations})
-    record = {**settings, "inputs": inputs, **({"registration": found} if found else {})}
+    record = {**settings, "software": software(), "inputs": inputs, **({"registration": found} if found else {})}
     atomic_write(out_dir / SETTINGS_FILE, lambda fh: fh.write(json.dumps(record, indent=1).encode()))
 
 
@@ -177,5 +179,24 @@ def recorded_settings(weights: Path, info: dict, settings, backend: str = "torch
     is exact), and onnxruntime when it ran the network (its floats differ from torch's in the
     last bits, so the two backends' results are never mixed in one folder)."""
     record = {"weights": weights.name, "weights_sha256": info.get("sha256"),
-              "ssim_weight": info.get("ssim_weight"), **settings.pixels()}
+              "ssim_weight": info.get("ssim_weight") or shipped_lambda(weights), **settings.pixels()}
     return {**record, "backend": backend} if backend != "torch" else record
+
+
+def shipped_lambda(weights: Path) -> int | None:
+    """λ of a shipped weights file (None for any other file: its λ is not known)."""
+    from configs import SHIPPED_BY_LAMBDA, SHIPPED_RGB_BY_LAMBDA
+    for table in (SHIPPED_BY_LAMBDA, SHIPPED_RGB_BY_LAMBDA):
+        for lam, (path, _) in table.items():
+            if resolved(path) == resolved(weights):
+                return lam
+    return None
+
+
+def software() -> dict:
+    """What wrote a folder: the project's and torch's versions (torch only if it is loaded)."""
+    import sys
+
+    from configs import VERSION
+    torch = sys.modules.get("torch")
+    return {"densefuse": VERSION, **({"torch": torch.__version__} if torch else {})}
