@@ -460,6 +460,18 @@ def test_training_launcher_demo_in_both_modes(tmp_path, gray):
     assert torch.load(ckpt, weights_only=True)["model_args"]["channels"] == (1 if gray == "1" else 3)
 
 
+def test_the_training_launcher_says_what_it_is():
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    out = subprocess.run(["bash", str(ROOT / "run_scripts/test.sh"), "--help"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable}, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.startswith("A TRAINING launcher")
+    assert "it does not run the tests" in out.stdout and "--image_path" in out.stdout and "DEMO" not in out.stdout
+
+
 def truncate(path):
     """Cut an image file in half: Pillow still parses its header, decoding fails."""
     data = path.read_bytes()
