@@ -165,7 +165,8 @@ def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
         res["startup"] = B.bench_startup(*((48, 64) if smoke else (1152, 1536)), reps)
         print_startup(res["startup"])
     if "fusion" not in args.skip:
-        res["fusion"] = B.bench_fusion(dev, [(24, 32)] if smoke else [(576, 768), (768, 1024)], reps, peak, amp)
+        res["fusion"] = B.bench_fusion(dev, [(24, 32)] if smoke else [(576, 768), (768, 1024)], reps, peak, amp,
+                                       fresh=not args.in_process)
         print_fusion(res["fusion"])
     if "infer" not in args.skip:
         res["infer"] = bench_infer_set(args, B, reps)
@@ -173,12 +174,12 @@ def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
         res["registration"] = bench_registration(dev, reps, smoke)
     if "training" not in args.skip:
         res["training"] = B.bench_training(dev, [2] if smoke else [2, 16], 16 if smoke else 256, reps,
-                                           args.micro_batch, peak, amp)
+                                           args.micro_batch, peak, amp, fresh=not args.in_process)
         print_training(res["training"])
     if "memory" not in args.skip:
         h, w = (64, 96) if smoke else (2160, 3840)
         try_untiled = smoke or B.available_mib() > 16_000
-        res["memory"] = B.bench_memory(h, w, try_untiled, dev)
+        res["memory"] = B.bench_memory(h, w, try_untiled, dev, fresh=not args.in_process)
         print_memory(res["memory"], w, h, try_untiled)
 
 
@@ -187,7 +188,6 @@ def main(argv=None) -> int:
     import torch
 
     from utils import benchmarking as B
-    B.IN_PROCESS = args.in_process
     if args._child:
         kwargs = json.loads(args._child)
         print(json.dumps(B.CHILDREN[kwargs.pop("kind")](**kwargs)))

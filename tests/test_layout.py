@@ -81,7 +81,8 @@ def test_help_imports_no_heavy_library(how, target):
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.strip().splitlines()[-1] == "[]", out
     assert out.startswith("usage:") and "(default: None)" not in " ".join(out.split())
-    if target != "run_scripts.convert_official":  # its two arguments are both required
+    if target not in ("run_scripts.convert_official", "run_scripts.bench_naive_fusion",
+                      "run_scripts.bench_ort_fusion"):  # their arguments are all required
         assert "(default: " in out
 
 

@@ -93,13 +93,10 @@ def ort_session(path: str):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-#: ``--in_process``: run the contestants in this process instead (quick, less fair; for tests).
-IN_PROCESS = False
-
-
-def in_fresh_process(kind: str, **kwargs) -> dict:
-    """Run ``CHILDREN[kind](**kwargs)`` in a new Python process and return its result."""
-    if IN_PROCESS:
+def in_fresh_process(kind: str, fresh: bool = True, **kwargs) -> dict:
+    """Run ``CHILDREN[kind](**kwargs)`` in a new Python process and return its result; with
+    ``fresh=False`` (``--in_process``: quick, less fair; for tests) in this one."""
+    if not fresh:
         return CHILDREN[kind](**kwargs)
     child = json.dumps({"kind": kind, **kwargs})
     out = subprocess.run([sys.executable, "-m", "run_scripts.benchmark", "--_child", child],
@@ -162,7 +159,7 @@ def export_benchmark_model(path: str, model: DenseFuse | None = None) -> str:
     return path
 
 
-def bench_fusion(device, sizes, repeats, peak, amp):
+def bench_fusion(device, sizes, repeats, peak, amp, fresh: bool = True):
     """Per size, one fresh process per variant; outputs compared with the naive loop's."""
     rows = []
     ort = device == "cpu" and have_onnxruntime()
@@ -172,7 +169,7 @@ def bench_fusion(device, sizes, repeats, peak, amp):
             gflop = 2 * MACS_PER_PIXEL * h * w / 1e9
             row = {"size": f"{w}x{h}"}
             for v in VARIANTS + (ORT_VARIANTS if ort else ()):
-                r = in_fresh_process("fusion", variant=v, h=h, w=w, repeats=repeats, device=device,
+                r = in_fresh_process("fusion", fresh, variant=v, h=h, w=w, repeats=repeats, device=device,
                                      out=f"{tmp}/{v}.npy", amp=amp, onnx=onnx)
                 row[f"{v}_s"] = r["seconds"]
                 row[f"{v}_gflops"] = gflop / r["seconds"]
@@ -257,7 +254,7 @@ def convs_seconds(model, n: int, size: int, repeats: int, device: str) -> float:
     return total
 
 
-def bench_training(device, batches, size, repeats, micro, peak, amp):
+def bench_training(device, batches, size, repeats, micro, peak, amp, fresh: bool = True):
     """One fresh process per (batch, variant); see ``training_child``. ``*_pct_peak``: useful
     FLOPs (TRAIN_MACS_PER_PIXEL) per second as a share of the matmul peak."""
     gflop_per_image = 2 * TRAIN_MACS_PER_PIXEL * size * size / 1e9
@@ -265,7 +262,7 @@ def bench_training(device, batches, size, repeats, micro, peak, amp):
     for bs in batches:
         row = {"batch": bs, "size": size}
         for variant in VARIANTS:
-            r = in_fresh_process("training", variant=variant, batch=bs, size=size, repeats=repeats,
+            r = in_fresh_process("training", fresh, variant=variant, batch=bs, size=size, repeats=repeats,
                                  micro=micro, device=device, amp=amp)
             row[f"{variant}_img_s"] = r["img_s"]
             row[f"first_loss_{variant}"] = r["first_loss"]
@@ -305,11 +302,11 @@ def memory_child(mode: str, h: int, w: int, device: str) -> dict:
     return row
 
 
-def bench_memory(h, w, try_untiled: bool, device: str):
+def bench_memory(h, w, try_untiled: bool, device: str, fresh: bool = True):
     rows = []
     for mode in ("tiled", "untiled") if try_untiled else ("tiled",):
         try:
-            rows.append(in_fresh_process("memory", mode=mode, h=h, w=w, device=device))
+            rows.append(in_fresh_process("memory", fresh, mode=mode, h=h, w=w, device=device))
         except RuntimeError as e:  # untiled may run out of memory
             rows.append({"mode": mode, "error": str(e).strip().splitlines()[-1:]})
     return rows
@@ -323,50 +320,6 @@ def bench_infer(test_path: Path, repeats: int, device: str):
         t = process_seconds([sys.executable, "run_infer.py", "--test_path", str(test_path), "--output_path", tmp,
                              "--device", device, "--overwrite"], repeats)
     return {"set": str(test_path), "pairs": n, "seconds": t, "pairs_per_s": n / t}
-
-
-FIRST_TILE_CHILD = """
-import json, sys, time
-import run_infer
-from models import densefuse
-first, encode = [], densefuse.DenseFuse.encode
-def timed_encode(self, x):
-    if not first:
-        first.append(time.time())
-    return encode(self, x)
-densefuse.DenseFuse.encode = timed_encode
-assert run_infer.main(sys.argv[1:]) == 0
-print(json.dumps({"first_tile": first[0]}))
-"""
-
-NAIVE_SCRIPT = """
-import sys
-import numpy as np, torch
-from PIL import Image
-from models.densefuse import DenseFuse
-model = DenseFuse().eval()
-model.load_state_dict(torch.load(sys.argv[1], weights_only=True))
-ir, vis = (torch.from_numpy(np.asarray(Image.open(p), np.float32) / 255)[None, None] for p in sys.argv[2:4])
-with torch.no_grad():
-    y = model.decode(model.encode(ir) + model.encode(vis))[0, 0].numpy()
-y = (y - y.min()) / (y.max() - y.min())
-Image.fromarray(np.floor(y * 255 + 0.5).astype(np.uint8)).save(sys.argv[4])
-"""
-
-#: What a deploying user would write instead (issue #22): onnxruntime on an export of the same
-#: weights, the whole image in one session.run, the same min-max stretch and rounding.
-ORT_SCRIPT = """
-import sys
-import numpy as np, onnxruntime as ort
-from PIL import Image
-opts = ort.SessionOptions()
-opts.intra_op_num_threads, opts.inter_op_num_threads = int(sys.argv[5]), 1
-session = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
-ir, vis = (np.asarray(Image.open(p), np.float32)[None, None] / 255 for p in sys.argv[2:4])
-y = session.run(None, {"source0": ir, "source1": vis})[0][0, 0]
-y = (y - y.min()) / (y.max() - y.min())
-Image.fromarray(np.floor(y * 255 + 0.5).astype(np.uint8)).save(sys.argv[4])
-"""
 
 
 def process_seconds(cmd: list[str], repeats: int) -> float:
@@ -396,19 +349,19 @@ def bench_startup(h: int, w: int, repeats: int) -> dict:
         starts = []
         for _ in range(repeats):
             t0 = time.time()
-            out = subprocess.run([py, "-c", FIRST_TILE_CHILD, *pair, "--device", "cpu"], cwd=ROOT, check=True,
-                                 capture_output=True, text=True)
+            out = subprocess.run([py, "-m", "run_scripts.bench_first_tile", *pair, "--device", "cpu"], cwd=ROOT,
+                                 check=True, capture_output=True, text=True)
             starts.append(json.loads(out.stdout.strip().splitlines()[-1])["first_tile"] - t0)
         row["infer_startup_s"] = statistics.median(starts)
         row["infer_process_s"] = process_seconds([py, "run_infer.py", *pair, "--device", "cpu"], repeats)
-        row["naive_process_s"] = process_seconds([py, "-c", NAIVE_SCRIPT, str(SHIPPED_WEIGHTS), f"{tmp}/IR1.png",
-                                                  f"{tmp}/VIS1.png", f"{tmp}/naive.png"], repeats)
+        row["naive_process_s"] = process_seconds([py, "-m", "run_scripts.bench_naive_fusion", str(SHIPPED_WEIGHTS),
+                                                  f"{tmp}/IR1.png", f"{tmp}/VIS1.png", f"{tmp}/naive.png"], repeats)
         if have_onnxruntime():
             from utils.checkpoint import load_model
             onnx = export_benchmark_model(f"{tmp}/shipped.onnx", load_model(SHIPPED_WEIGHTS)[0])
             row["onnxruntime_process_s"] = process_seconds(
-                [py, "-c", ORT_SCRIPT, onnx, f"{tmp}/IR1.png", f"{tmp}/VIS1.png", f"{tmp}/ort.png",
-                 str(torch.get_num_threads())], repeats)
+                [py, "-m", "run_scripts.bench_ort_fusion", onnx, f"{tmp}/IR1.png", f"{tmp}/VIS1.png",
+                 f"{tmp}/ort.png", str(torch.get_num_threads())], repeats)
             row["process_speedup_vs_onnxruntime"] = row["onnxruntime_process_s"] / row["infer_process_s"]
     row.update(size=f"{w}x{h}", process_speedup=row["naive_process_s"] / row["infer_process_s"],
                startup_over_torch_s=row["infer_startup_s"] - row["torch_import_s"])
