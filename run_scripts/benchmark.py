@@ -27,21 +27,23 @@ from utils.files import write_text
 
 def print_startup(s):
     print(f"\nstart-up (whole processes): --help {s['help_s']:.2f} s (slowest entry point); import torch "
-          f"{s['torch_import_s']:.2f} s; run_infer.py to its first tile {s['infer_startup_s']:.2f} s "
-          f"(torch + {s['startup_over_torch_s']:.2f} s); one {s['size']} pair, whole process: "
+          f"{s['torch_import_s']:.2f} s; run_infer.py from process start to its first tile "
+          f"{s['infer_startup_s']:.2f} s (torch's import included); one {s['size']} pair, whole process: "
           f"run_infer.py {s['infer_process_s']:.2f} s, naive script {s['naive_process_s']:.2f} s "
-          f"= x{s['process_speedup']:.2f}"
-          + (f", plain onnxruntime script {s['onnxruntime_process_s']:.2f} s "
-             f"= x{s['process_speedup_vs_onnxruntime']:.2f}" if "onnxruntime_process_s" in s else ""))
+          f"(run_infer.py at x{s['process_speedup']:.2f} the naive script's speed)"
+          + (f", plain onnxruntime script {s['onnxruntime_process_s']:.2f} s (run_infer.py "
+             f"at x{s['process_speedup_vs_onnxruntime']:.2f} its speed)" if "onnxruntime_process_s" in s else ""))
 
 
-def print_fusion(rows):
-    print("\nfusion (add), seconds | GFLOP/s | % of peak (fresh process each)")
+def print_fusion(rows, where: str = "fresh process each"):
+    print(f"\nfusion (add), seconds | GFLOP/s | % of the matmul rate ({where}; the rate of one fp32 "
+          "matmul is a yardstick, not a ceiling: oneDNN's convolutions can beat it)")
     for r in rows:
         print(f"  {r['size']:>9}: naive {r['naive_s']:.3f} s | {r['naive_gflops']:.0f} | "
               f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_s']:.3f} s   "
               f"ours {r['ours_s']:.3f} s | {r['ours_gflops']:.0f} | {r['ours_pct_peak']:.0f}%   "
-              f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   max|diff| "
+              f"ours at x{r['speedup']:.2f} naive's speed (x{r['speedup_vs_naive_keep_memory']:.2f} naive + "
+              f"keep_freed_memory's)   max|diff| "
               f"{r['max_abs_diff']:.1e}, identical 8-bit pixels {r['identical_8bit_pixels_pct']:.3f}%"
               + f"   {r['pairs_per_s']:.2f} pairs/s"
               + (f"   bf16 autocast {r['amp_bf16_s']:.3f} s = x{r['amp_speedup']:.2f}, "
@@ -52,8 +54,8 @@ def print_fusion(rows):
                   f"{r['onnxruntime_pct_peak']:.0f}% (max|diff| {r['onnxruntime_max_abs_diff']:.1e})   "
                   f"onnxruntime through our tiling {r['onnxruntime_tiled_s']:.3f} s | "
                   f"{r['onnxruntime_tiled_gflops']:.0f} | {r['onnxruntime_tiled_pct_peak']:.0f}%   "
-                  f"ours/onnxruntime x{r['ours_over_onnxruntime']:.2f} (x{r['ours_over_onnxruntime_tiled']:.2f} "
-                  f"tiled)")
+                  f"ours at x{r['ours_over_onnxruntime']:.2f} onnxruntime's speed (whole image), "
+                  f"x{r['ours_over_onnxruntime_tiled']:.2f} (tiled)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=DefaultsFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition (for tests)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, one repetition, contestants in this process (about 30 s): checks that every "
+                        "section runs; its numbers mean nothing")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["startup", "fusion", "infer", "training", "memory", "registration"],
@@ -78,22 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_training(rows):
-    print("\ntraining step, images/s | % of peak (fresh process each)")
+def print_training(rows, where: str = "fresh process each"):
+    print(f"\ntraining step, images/s | % of the matmul rate ({where})")
     for r in rows:
         print(f"  batch {r['batch']:>2} at {r['size']}x{r['size']}: naive {r['naive_img_s']:.2f} | "
               f"{r['naive_pct_peak']:.0f}%   naive + keep_freed_memory {r['naive_keep_memory_img_s']:.2f}   "
               f"ours {r['ours_img_s']:.2f} | {r['ours_pct_peak']:.0f}% (micro-batch {r['micro_batch']}, "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB)   "
-              f"speed-up x{r['speedup']:.2f} (x{r['speedup_vs_naive_keep_memory']:.2f} vs the second)   "
+              f"ours at x{r['speedup']:.2f} naive's speed (x{r['speedup_vs_naive_keep_memory']:.2f} naive + "
+              f"keep_freed_memory's)   "
               f"convolutions alone {r['convs_only_img_s']:.2f} | {r['convs_only_pct_peak']:.0f}%   "
               f"first-step loss {r['first_loss_naive']:.6f} / {r['first_loss_naive_keep_memory']:.6f} / "
               f"{r['first_loss_ours']:.6f}"
               + (f"   bf16 autocast {r['amp_img_s']:.2f} = x{r['amp_speedup']:.2f}" if "amp_img_s" in r else ""))
 
 
-def print_memory(rows, w: int, h: int, tried_untiled: bool):
-    print(f"\npeak RSS fusing one {w}x{h} pair (fresh process each)")
+def print_memory(rows, w: int, h: int, tried_untiled: bool, where: str = "fresh process each"):
+    print(f"\npeak RSS fusing one {w}x{h} pair ({where})")
     for r in rows:
         print(f"  {r['mode']:>8}: " + (f"{r['peak_rss_mib']:.0f} MiB in {r['seconds']:.1f} s"
                                        + (f", CUDA max allocated {r['cuda_max_allocated_mib']:.0f} MiB"
@@ -161,26 +166,27 @@ def bench_registration(device: str, reps: int, smoke: bool) -> dict | None:
 def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
     """Each part not in --skip, printed as it finishes and added to ``res``."""
     dev, peak, smoke = args.device, res["matmul_peak_gflops"], args.smoke
+    where = "in this process" if args.in_process or smoke else "fresh process each"
     if "startup" not in args.skip:
         res["startup"] = B.bench_startup(*((48, 64) if smoke else (1152, 1536)), reps)
         print_startup(res["startup"])
     if "fusion" not in args.skip:
         res["fusion"] = B.bench_fusion(dev, [(24, 32)] if smoke else [(576, 768), (768, 1024)], reps, peak, amp,
-                                       fresh=not args.in_process)
-        print_fusion(res["fusion"])
+                                       fresh=not (args.in_process or args.smoke))
+        print_fusion(res["fusion"], where)
     if "infer" not in args.skip:
         res["infer"] = bench_infer_set(args, B, reps)
     if "registration" not in args.skip:
         res["registration"] = bench_registration(dev, reps, smoke)
     if "training" not in args.skip:
         res["training"] = B.bench_training(dev, [2] if smoke else [2, 16], 16 if smoke else 256, reps,
-                                           args.micro_batch, peak, amp, fresh=not args.in_process)
-        print_training(res["training"])
+                                           args.micro_batch, peak, amp, fresh=not (args.in_process or args.smoke))
+        print_training(res["training"], where)
     if "memory" not in args.skip:
         h, w = (64, 96) if smoke else (2160, 3840)
         try_untiled = smoke or B.available_mib() > 16_000
-        res["memory"] = B.bench_memory(h, w, try_untiled, dev, fresh=not args.in_process)
-        print_memory(res["memory"], w, h, try_untiled)
+        res["memory"] = B.bench_memory(h, w, try_untiled, dev, fresh=not (args.in_process or args.smoke))
+        print_memory(res["memory"], w, h, try_untiled, where)
 
 
 def main(argv=None) -> int:
@@ -201,7 +207,10 @@ def main(argv=None) -> int:
     res = {"device": torch.cuda.get_device_name() if dev == "cuda" else f"cpu, {torch.get_num_threads()} threads",
            "torch": torch.__version__}
     res["matmul_peak_gflops"] = B.matmul_peak(dev, reps, 256 if args.smoke else (8192 if dev == "cuda" else 2048))
-    print(f"device: {res['device']}; fp32 matmul peak {res['matmul_peak_gflops']:.0f} GFLOP/s")
+    print(f"device: {res['device']}; fp32 matmul {res['matmul_peak_gflops']:.0f} GFLOP/s")
+    if args.smoke:
+        print("--smoke: tiny sizes, one repetition, contestants in this process: these numbers only show that "
+              "every section runs; they say nothing about speed")
     run_sections(args, B, res, args.amp or torch.device(dev).type == "cuda", reps)
     if args.json:
         write_text(args.json, json.dumps(res, indent=1))
