@@ -120,7 +120,19 @@ def test_compare_weights_report(tmp_path, tiny_weights):
     assert report["psnr"]["Tno"]["ours"] != report["psnr"]["Tno"]["reference"]
     ratios = report["flat_activity_ratio"]
     assert ratios["ours"] == ratios["reference"] and 0 < ratios["ours"] < 1  # the encoders are the same
-    assert (out / "compare.png").stat().st_size > 1000 and "within 2 %" in (out / "report.md").read_text()
+    assert "within 2 %" in (out / "report.md").read_text()
+    # The picture: one row (pair 1) of IR | visible | ours | reference, each tile the image itself
+    # scaled to 220 px high.
+    from PIL import Image
+    pic = np.asarray(Image.open(out / "compare.png").convert("L")).astype(int)
+    ir = Image.open(next(p for p in flat.iterdir() if p.stem == "IR1"))
+    tile_w = round(ir.width * 220 / ir.height)
+    assert pic.shape == (22 + 224, 4 * tile_w + 12)
+    want = np.asarray(ir.convert("RGB").resize((tile_w, 220), Image.BILINEAR).convert("L")).astype(int)
+    assert np.abs(pic[22:242, :tile_w] - want).max() <= 1
+    (fused,) = (out / "ours").glob("*_add_minmax/1.png")  # the fused image the third tile shows
+    want = np.asarray(Image.open(fused).convert("RGB").resize((tile_w, 220), Image.BILINEAR).convert("L")).astype(int)
+    assert np.abs(pic[22:242, 2 * (tile_w + 4):2 * (tile_w + 4) + tile_w] - want).max() <= 1 and want.std() > 1
 
 
 def test_flat_activity_ratio_closed_forms():
