@@ -5,12 +5,16 @@ local port; the single-process references run in this process. Faults are inject
 wrapper (``FAULTY``) that torchrun starts instead of run_train.py: it kills rank 1, makes it
 interrupt the launcher, or gives it a non-finite loss, on the first attempt only.
 """
+import atexit
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,12 +46,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+LAUNCHER_TMP = Path(tempfile.mkdtemp(prefix="densefuse_torchrun_"))
+atexit.register(shutil.rmtree, LAUNCHER_TMP, ignore_errors=True)
+
+
 def torchrun(*args, restarts: int = 0, env=None) -> subprocess.CompletedProcess:
     """``args`` (a script and its flags, or ``-c CODE`` and flags) on 2 CPU ranks under torchrun."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--max-restarts", str(restarts)]
     cmd += ["--no-python", sys.executable, *args] if args[0] == "-c" else [str(ROOT / args[0]), *args[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # torchrun keeps its logs in a torchelastic_* folder under TMPDIR and leaves it there: one
+    # folder for all the launches of the test session, removed at its end.
+    env.setdefault("TMPDIR", str(LAUNCHER_TMP))
     # A session of its own, so that a hang is killed with all its workers, not just the launcher.
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
