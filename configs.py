@@ -1,6 +1,7 @@
 """One typed set of defaults for training and fusion; argparse reads its defaults from here."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,7 @@ class TrainConfig:
     lr: float | None = None  # 1e-4 from scratch, utils.training.FINETUNE_LR with init_from
     lr_decay: float = 0.9
     pixel_range: float = 255.0
-    ssim_weight: int = 100
+    ssim_weight: float = 100  # any positive number (run_train.py); the shipped files: 1, 10, 100, 1000
     resume_path: str | None = None
     init_from: str | None = None
     num_workers: int = 0
@@ -108,6 +109,8 @@ class TrainConfig:
             (self.train_num is None or self.train_num >= 1, f"--train_num must be >= 1, got {self.train_num}"),
             (self.lr is None or self.lr >= 0, f"--lr must be >= 0, got {self.lr}"),
             (self.lr_decay > 0, f"--lr_decay must be > 0, got {self.lr_decay}"),
+            (self.ssim_weight > 0 and math.isfinite(self.ssim_weight),
+             f"--ssim_weight must be a positive number, got {self.ssim_weight}"),
             (self.pixel_range > 0, f"--pixel_range must be positive, got {self.pixel_range}"),
             (0 < self.zoom[0] <= self.zoom[1],
              f"--zoom MIN MAX needs 0 < MIN <= MAX, got {self.zoom[0]} {self.zoom[1]}"),

@@ -18,7 +18,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from configs import SSIM_WEIGHTS, TrainConfig
+from configs import TrainConfig
 from utils.cli import DefaultsFormatter
 
 
@@ -65,8 +65,9 @@ def add_optimisation_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
                         "Adam that is the same as dividing the biases' initial values and learning "
                         "rate by R, which keeps biases small next to the signal (the L1-norm "
                         "strategy's activity maps depend on that); 1 = plain [0,1] training")
-    p.add_argument("--ssim_weight", type=int, choices=SSIM_WEIGHTS, default=d.ssim_weight,
-                   help="lambda, the weight of the SSIM loss (paper: 1, 10, 100, 1000)")
+    p.add_argument("--ssim_weight", type=number, default=d.ssim_weight,
+                   help="lambda, the weight of the SSIM loss: any positive number (the paper's: 1, 10, 100, "
+                        "1000; a sweep may take others)")
 
 
 def add_run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
@@ -95,6 +96,12 @@ def add_run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
                    help="TensorBoard scalars every N steps")
     p.add_argument("--save_every", type=int, default=d.save_every,
                    help="also write last.pt every N steps (0 = only at epoch ends)")
+
+
+def number(text: str) -> int | float:
+    """A number as typed: ``50`` stays the int 50 (run names, records), ``0.5`` a float."""
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +152,12 @@ def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
     if not root.is_dir():
         T.fail(f"image folder {root} not found{bundled_note(root)}; pass --image_path DIR with training images "
                f"(jpg/jpeg/png/bmp/tif/tiff)")
+    from utils.prepared import is_prepared
+    if is_prepared(root):  # decoded once by run_scripts.prepare_data: its index replaces the decode check
+        paths = prepared_images(cfg, root)
+        if resume is not None:
+            T.check_same_images(resume, cfg.resume_path, root, paths)
+        return paths
     paths = list_images(root)
     if not paths:
         T.fail(f"no images (jpg/jpeg/png/bmp/tif/tiff) found under {root}; pass --image_path DIR")
@@ -162,6 +175,27 @@ def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
     if resume is not None:
         T.check_same_images(resume, cfg.resume_path, root, paths, [p for p, _ in bad])
     return paths
+
+
+def prepared_images(cfg: TrainConfig, root: Path) -> list[Path]:
+    """The sample names of a prepared folder (for the run's image record), checked against the run."""
+    from utils import training as T
+    from utils.prepared import PreparedError, read_index, size_problem
+    try:
+        index = read_index(root)
+    except PreparedError as e:
+        T.fail(str(e))
+    if not index.get("complete"):
+        T.fail(f"{root}: its preparation was interrupted; run python -m run_scripts.prepare_data again to finish it")
+    if index["gray"] != cfg.gray:
+        T.fail(f"{root} holds {'gray' if index['gray'] else 'RGB'} samples; "
+               f"{'leave out --no-gray' if index['gray'] else 'pass --no-gray'} or prepare it again")
+    if tuple(cfg.zoom) != (1.0, 1.0):
+        T.fail("--zoom resizes each crop: it needs the images themselves, not prepared samples")
+    if problem := size_problem(root, index, cfg.image_size, cfg.crop):
+        T.fail(problem)
+    paths = [root / name for name in index["sources"]]
+    return paths[:cfg.train_num] if cfg.train_num else paths
 
 
 def open_run(cfg: TrainConfig, resume: dict | None, auto: bool) -> tuple[Path, str]:

@@ -120,9 +120,20 @@ def test_unwritable_output_fails_before_training(images, tmp_path, capsys):
     assert "cannot write" in capsys.readouterr().err
 
 
-def test_lambda_choices():
-    with pytest.raises(SystemExit):
-        run_train.main(["--ssim_weight", "50"])
+def test_any_positive_lambda_trains_and_others_are_refused(images, tmp_path, capsys):
+    """A lambda sweep is a normal experiment: 50 and 0.5 train (the loss is pixel + lambda * SSIM
+    term, checked against the loss module); 0, -1 and nan are one error line each."""
+    from utils.losses import DenseFuseLoss
+    assert train(images, tmp_path / "a", "--ssim_weight", "50", "--num_epochs", "1", "--epoch_size", "2") == 0
+    ck = torch.load(tmp_path / "a/r/checkpoints/last.pt", weights_only=True)
+    assert ck["config"]["ssim_weight"] == 50 and type(ck["config"]["ssim_weight"]) is int
+    x = torch.rand(2, 1, 16, 16)
+    y = (x + 0.05 * torch.rand_like(x)).clamp(0, 1)
+    total, pixel, ssim_term = DenseFuseLoss(0.5)(y, x)
+    assert float(total) == pytest.approx(float(pixel) + 0.5 * float(ssim_term), rel=1e-6)
+    for bad in ("0", "-1", "nan"):
+        assert train(images, tmp_path / "b", "--ssim_weight", bad) == 2
+        assert "--ssim_weight must be a positive number" in capsys.readouterr().err
 
 
 def test_training_reduces_loss(images, tmp_path):

@@ -78,7 +78,10 @@ class Trainer:
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.dataset = NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed, tuple(cfg.zoom), cfg.gray)
+        from utils.prepared import PreparedImages, is_prepared
+        self.dataset = (PreparedImages(Path(cfg.image_path), cfg.image_size, cfg.crop, cfg.flip, cfg.seed)
+                        if is_prepared(cfg.image_path) else
+                        NaturalImages(paths, cfg.image_size, cfg.crop, cfg.flip, cfg.seed, tuple(cfg.zoom), cfg.gray))
         self.epoch_size = cfg.epoch_size or len(paths)
         self.steps_per_epoch = math.ceil(self.epoch_size / cfg.batch_size)
         self.micro = cfg.micro_batch or default_micro_batch(device, cfg.batch_size // ctx.world)
@@ -141,7 +144,10 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", initial=done,
                    total=self.steps_per_epoch, dynamic_ncols=True, disable=None if self.ctx.main else True)
         for batch, size in zip(bar, sizes, strict=True):
-            batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            batch = batch.to(self.device, non_blocking=True)
+            if batch.dtype == torch.uint8:  # prepared samples: converted on the device, a quarter of the bytes moved
+                batch = batch.float().div_(255.0)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             vals = train_step(self.net, self.criterion, self.optimizer, batch, self.micro, len(batch) / size,
                               self.ctx.world)
             # One collective per step: the global batch's losses, and whether any rank was asked to
