@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "section runs; its numbers mean nothing")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["startup", "fusion", "infer", "training", "memory", "registration"],
+                   choices=["startup", "fusion", "infer", "training", "memory", "registration", "data"],
                    help="parts to leave out")
     p.add_argument("--amp", action="store_true",
                    help="also time the project's fusion and training step under bf16 autocast "
@@ -163,6 +163,43 @@ def bench_registration(device: str, reps: int, smoke: bool) -> dict | None:
     return r
 
 
+def bench_data(smoke: bool) -> dict:
+    """Training images delivered per second on one core: decoded from the JPEG folder as
+    run_train.py's folder loader does (decode, float resize to 256x256), against the same images
+    read from a prepared folder (run_scripts.prepare_data). BSDS500 from ../shared when present,
+    else the bundled sample images."""
+    import tempfile
+    import time
+
+    from configs import DEMO_TRAIN_IMAGES, ROOT
+    from utils.data import NaturalImages, list_images
+    from utils.prepared import PreparedImages, prepare
+    bsds = ROOT.parent / "shared" / "data" / "train_natural" / "bsds500"
+    root = DEMO_TRAIN_IMAGES if smoke or not bsds.is_dir() else bsds
+    paths = list_images(root)[:8 if smoke else 200]
+    size = 32 if smoke else 256
+
+    def rate(data) -> float:
+        t = time.perf_counter()
+        for k in range(len(data)):
+            data[k]
+        return len(data) / (time.perf_counter() - t)
+    jpeg = rate(NaturalImages(paths, size))
+    with tempfile.TemporaryDirectory() as tmp:
+        sub = Path(tmp) / "images"
+        sub.mkdir()
+        for p in paths:  # the same files, in a folder of their own
+            (sub / p.name).symlink_to(p.resolve())
+        prepare(sub, Path(tmp) / "prep", size, True, "bilinear", 1, progress=False)
+        ready = rate(PreparedImages(Path(tmp) / "prep", size))
+    r = {"images": len(paths), "source": str(root), "size": size, "jpeg_images_per_s_per_core": jpeg,
+         "prepared_images_per_s_per_core": ready, "prepared_over_jpeg": ready / jpeg}
+    print(f"\ntraining data, one core, {len(paths)} images of {root.name} at {size}x{size}: folder loader "
+          f"{jpeg:.0f} images/s, prepared data {ready:.0f} images/s (prepared at x{ready / jpeg:.0f} the "
+          f"folder's rate)")
+    return r
+
+
 def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
     """Each part not in --skip, printed as it finishes and added to ``res``."""
     dev, peak, smoke = args.device, res["matmul_peak_gflops"], args.smoke
@@ -178,6 +215,8 @@ def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
         res["infer"] = bench_infer_set(args, B, reps)
     if "registration" not in args.skip:
         res["registration"] = bench_registration(dev, reps, smoke)
+    if "data" not in args.skip:
+        res["data"] = bench_data(smoke)
     if "training" not in args.skip:
         res["training"] = B.bench_training(dev, [2] if smoke else [2, 16], 16 if smoke else 256, reps,
                                            args.micro_batch, peak, amp, fresh=not (args.in_process or args.smoke))

@@ -60,7 +60,7 @@ def test_benchmark_smoke_fusion(tmp_path):
     import json
     out = tmp_path / "b.json"
     assert benchmark.main(["--smoke", "--in_process", "--skip", "startup", "infer", "training", "memory",
-                           "registration",
+                           "registration", "data",
                            "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["matmul_peak_gflops"] > 0 and [r["size"] for r in res["fusion"]] == ["32x24"]
@@ -81,7 +81,7 @@ def test_benchmark_ratios_from_known_times(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmarking, "matmul_peak", lambda *a: 10.0)  # GFLOP/s
     out = tmp_path / "b.json"
     assert benchmark.main(["--smoke", "--in_process", "--skip", "startup", "infer", "training", "memory",
-                           "registration",
+                           "registration", "data",
                            "--json", str(out)]) == 0
     r = json.loads(out.read_text())["fusion"][0]
     gflop = 2 * 87_984 * 24 * 32 / 1e9  # multiply-adds per pixel: two encoders and a decoder
@@ -117,6 +117,8 @@ def test_benchmark_smoke(tmp_path):
     assert t["ours_pct_peak"] == pytest.approx(
         100 * t["ours_img_s"] * 2 * benchmarking.TRAIN_MACS_PER_PIXEL * 16 * 16 / 1e9 / res["matmul_peak_gflops"])
     assert res["infer"]["pairs"] == 2
+    d = res["data"]
+    assert d["jpeg_images_per_s_per_core"] > 0 and d["prepared_images_per_s_per_core"] > 0 and d["images"] == 8
     reg = res["registration"]
     assert reg["registration_s"] > 0 and reg["fusion_s"] > 0 and reg["sizes"] == "80x64 onto 160x90"
     assert all("peak_rss_mib" in r for r in res["memory"])
