@@ -87,6 +87,7 @@ class TrainConfig:
     resume_path: str | None = None
     init_from: str | None = None
     num_workers: int = 0
+    amp: str = "off"  # "bf16": bfloat16 autocast in the training step (run_train.py --amp)
     device: str = "auto"
     seed: int = 0
     output_dir: str = "runs"

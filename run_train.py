@@ -84,6 +84,9 @@ def add_run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--device", default=d.device,
                    help="auto (cuda if available), cpu, cuda, cuda:1; under torchrun each process takes "
                         "the GPU of its local rank")
+    p.add_argument("--amp", choices=("off", "bf16"), default=d.amp,
+                   help="bf16: the network in bfloat16 autocast (faster on recent GPUs and CPUs with AMX; the "
+                        "loss stays float32; checkpoints stay float32)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed for weights, data order and augmentation")
     p.add_argument("--output_dir", default=d.output_dir, help="folder for run folders")

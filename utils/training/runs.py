@@ -27,7 +27,7 @@ IMAGES_FILE = "images.txt"
 #: Settings a resumed run may change when given explicitly on the command line.
 #: ``image_path`` may change when the training images moved: :func:`check_same_images` then
 #: requires the same files by name.
-RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save_every", "micro_batch",
+RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save_every", "micro_batch", "amp",
                        "image_path"}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,28 @@ class Progress:
     step: int = 0
     best: float = math.inf
     epoch_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+class Speed:
+    """An epoch's training speed on this rank: global images per second, and the fraction of the
+    time the step waited for its batch (from the end of one step to the next batch's arrival)."""
+
+    def __init__(self):
+        self.images, self.wait, self.start = 0, 0.0, time.perf_counter()
+        self.mark = self.start
+
+    def batch_arrived(self, size: int) -> None:
+        self.wait += time.perf_counter() - self.mark
+        self.images += size
+
+    def step_done(self) -> None:
+        self.mark = time.perf_counter()
+
+    def rate(self) -> float:
+        return self.images / max(self.mark - self.start, 1e-9)
+
+    def wait_fraction(self) -> float:
+        return self.wait / max(self.mark - self.start, 1e-9)
 
 
 class NullWriter:
@@ -66,6 +89,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=cfg.lr_decay)
         self.criterion = DenseFuseLoss(cfg.ssim_weight)
         self.progress = Progress()
+        self.speed = Speed()
         if init is not None:
             self.model.load_state_dict(init.state_dict())
         if resume is not None:
@@ -143,13 +167,15 @@ class Trainer:
             p.epoch_sums = (0.0, 0.0, 0.0)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.num_epochs}", initial=done,
                    total=self.steps_per_epoch, dynamic_ncols=True, disable=None if self.ctx.main else True)
+        self.speed = Speed()
         for batch, size in zip(bar, sizes, strict=True):
+            self.speed.batch_arrived(size)
             batch = batch.to(self.device, non_blocking=True)
             if batch.dtype == torch.uint8:  # prepared samples: converted on the device, a quarter of the bytes moved
                 batch = batch.float().div_(255.0)
             batch = batch.contiguous(memory_format=torch.channels_last)
             vals = train_step(self.net, self.criterion, self.optimizer, batch, self.micro, len(batch) / size,
-                              self.ctx.world)
+                              self.ctx.world, self.cfg.amp)
             # One collective per step: the global batch's losses, and whether any rank was asked to
             # stop, so that every rank stops (or fails on a non-finite loss) at the same step.
             *vals, stops = D.sum_over_ranks([*vals, float(stop.requested is not None)], self.ctx)
@@ -164,6 +190,7 @@ class Trainer:
             self.log(vals, lr)
             if self.cfg.save_every and p.step % self.cfg.save_every == 0:
                 self.save("last.pt", epoch)
+            self.speed.step_done()
             if stops:
                 bar.close()
                 self.save("last.pt", epoch)
@@ -179,6 +206,10 @@ class Trainer:
         val = validate(self.model, self.criterion, self.val_pairs, self.device, self.writer, epoch + 1)
         score = val[0] if val else mean_loss
         msg = f"epoch {epoch + 1}: mean loss {mean_loss:.4f}"
+        if self.speed.images:
+            msg += f", {self.speed.rate():.1f} images/s, data wait {100 * self.speed.wait_fraction():.1f} %"
+            self.writer.add_scalar("speed/images_per_s", self.speed.rate(), epoch + 1)
+            self.writer.add_scalar("speed/data_wait_fraction", self.speed.wait_fraction(), epoch + 1)
         if val:
             msg += f", validation loss {val[0]:.4f}, PSNR {val[1]:.2f} dB"
         is_best = score < p.best
