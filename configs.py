@@ -86,7 +86,7 @@ class TrainConfig:
     ssim_weight: float = 100  # any positive number (run_train.py); the shipped files: 1, 10, 100, 1000
     resume_path: str | None = None
     init_from: str | None = None
-    num_workers: int = 0
+    num_workers: int = -1  # -1 = automatic (utils.training.steps.auto_workers)
     amp: str = "off"  # "bf16": bfloat16 autocast in the training step (run_train.py --amp)
     device: str = "auto"
     seed: int = 0
@@ -115,7 +115,7 @@ class TrainConfig:
             (self.pixel_range > 0, f"--pixel_range must be positive, got {self.pixel_range}"),
             (0 < self.zoom[0] <= self.zoom[1],
              f"--zoom MIN MAX needs 0 < MIN <= MAX, got {self.zoom[0]} {self.zoom[1]}"),
-            (self.num_workers >= 0, f"--num_workers must be >= 0, got {self.num_workers}"),
+            (self.num_workers >= -1, f"--num_workers must be >= 0, or -1 for automatic, got {self.num_workers}"),
             (self.log_every >= 1, f"--log_every must be >= 1, got {self.log_every}"),
             (self.save_every >= 0, f"--save_every must be >= 0 (0 = only at epoch ends), got {self.save_every}"),
             (not self.val_path or Path(self.val_path).is_dir(),

@@ -80,7 +80,9 @@ def add_run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
                         "optimizer; --num_epochs extends a finished run); 'auto' with --run_name: that "
                         "run's last.pt if it has one, else a new run (torchrun --max-restarts)")
     p.add_argument("--num_workers", type=int, default=d.num_workers,
-                   help="DataLoader worker processes (0 = load in the main process)")
+                   help="DataLoader worker processes; 0 = load in the main process; -1 = automatic: none for "
+                        "prepared data or under 256 images per epoch, else one per core of this process "
+                        "less one (at most 8)")
     p.add_argument("--device", default=d.device,
                    help="auto (cuda if available), cpu, cuda, cuda:1; under torchrun each process takes "
                         "the GPU of its local rank")

@@ -254,3 +254,18 @@ def test_an_uneven_last_batch_still_gives_the_global_mean_gradient():
     assert all((w - g).abs().max() <= 1e-5 * w.abs().max() for w, g in zip(whole, averaged, strict=True))
     total = training.train_step(model, loss, opt, batch, micro=3)[0]
     assert math.isclose(values[0][0] + values[1][0], total, rel_tol=1e-5)
+
+
+@pytest.mark.slow  # 8 s: a torchrun training launch
+def test_two_ranks_train_from_prepared_data_as_one_process_does(images, tmp_path):
+    """Every rank memory-maps the same prepared file and takes its share of each batch: the
+    weights after an epoch are those of one process (one image per micro-batch), to 1e-6."""
+    from run_scripts import prepare_data
+    data = tmp_path / "prep"
+    assert prepare_data.main(["--image_path", str(images), "-o", str(data), "--image_size", "20",
+                              "--workers", "1"]) == 0
+    assert run_train.main(train_args(data, tmp_path / "one", "--num_epochs", "1", "--micro_batch", "1")) == 0
+    r = torchrun("run_train.py", *train_args(data, tmp_path / "two", "--num_epochs", "1"))
+    assert r.returncode == 0, r.stderr
+    a, b = (checkpoint(tmp_path / f"{k}/r/checkpoints/last.pt") for k in ("one", "two"))
+    assert a["step"] == b["step"] == 3 and max_diff(a, b) <= 1e-6

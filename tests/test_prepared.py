@@ -120,3 +120,12 @@ def test_prepared_data_that_does_not_fit_the_run_is_one_error(images, tmp_path, 
                            "--device", "cpu", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
+
+
+def test_automatic_workers():
+    """Prepared data and small epochs load in the training process; a folder of JPEGs gets one
+    worker per core of the rank, less one for the step, at most 8."""
+    from utils.training.steps import auto_workers
+    assert auto_workers(True, 80_000, cpus=16) == 0 and auto_workers(False, 100, cpus=16) == 0
+    assert auto_workers(False, 80_000, cpus=2) == 1 and auto_workers(False, 80_000, cpus=16) == 8
+    assert auto_workers(False, 80_000, cpus=16, world=4) == 3

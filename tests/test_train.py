@@ -254,7 +254,7 @@ def test_bad_device_is_an_error_before_the_run_folder_is_created(images, tmp_pat
     ("--train_num", 0, "--train_num must be >= 1, got 0"),
     ("--lr", -1, "--lr must be >= 0, got -1.0"),
     ("--lr_decay", 0, "--lr_decay must be > 0, got 0.0"),
-    ("--num_workers", -1, "--num_workers must be >= 0, got -1"),
+    ("--num_workers", -2, "--num_workers must be >= 0, or -1 for automatic, got -2"),
     ("--save_every", -1, "--save_every must be >= 0 (0 = only at epoch ends), got -1"),
     ("--batch_size", 0, "--batch_size must be >= 1, got 0"),
     ("--image_size", 8, "--image_size must be >= 16 (the SSIM window is 11), got 8"),

@@ -69,6 +69,21 @@ def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int, sha
     return tuple(out.tolist())
 
 
+#: Below this many images per epoch, decoding workers cost more to start than they save.
+MIN_IMAGES_FOR_WORKERS = 256
+
+
+def auto_workers(prepared: bool, epoch_size: int, cpus: int | None = None, world: int = 1) -> int:
+    """``--num_workers -1``: no worker processes for prepared data (a memmap slice is faster read
+    in the training process than passed between processes) or for a small epoch; else one per
+    core this rank has (cores / ranks), at most 8, leaving one to the training step."""
+    import os
+    cpus = cpus or os.cpu_count() or 1
+    if prepared or epoch_size < MIN_IMAGES_FOR_WORKERS:
+        return 0
+    return max(1, min(8, cpus // world - 1))
+
+
 def rank_batches(order: list[int], batch_size: int, ctx: D.Context) -> list[list[int]]:
     """This rank's part of each global batch of ``order`` (consecutive ``batch_size`` items):
     with N ranks, rank r takes the r-th of N near-equal consecutive slices of every batch, so N

@@ -17,7 +17,7 @@ from utils.losses import DenseFuseLoss
 from utils.training.errors import fail
 from utils.training.runs import IMAGES_FILE, latest_checkpoint
 from utils.training.signals import StopFlag
-from utils.training.steps import build_optimizer, default_micro_batch, rank_batches, train_step
+from utils.training.steps import auto_workers, build_optimizer, default_micro_batch, rank_batches, train_step
 from utils.training.validation import load_validation, validate
 
 
@@ -109,6 +109,8 @@ class Trainer:
         self.epoch_size = cfg.epoch_size or len(paths)
         self.steps_per_epoch = math.ceil(self.epoch_size / cfg.batch_size)
         self.micro = cfg.micro_batch or default_micro_batch(device, cfg.batch_size // ctx.world)
+        self.workers = cfg.num_workers if cfg.num_workers >= 0 else auto_workers(
+            is_prepared(cfg.image_path), self.epoch_size, world=ctx.world)
         self.val_pairs = load_validation(cfg.val_path, gray=cfg.gray) if ctx.main else []
         self.writer = SummaryWriter(str(run_dir / "logs")) if ctx.main else NullWriter()
         self.config = asdict(cfg)
@@ -148,7 +150,7 @@ class Trainer:
         order = epoch_order(len(self.paths), self.epoch_size, self.cfg.seed, epoch)[done * b:]
         sizes = [min(b, len(order) - i) for i in range(0, len(order), b)]
         loader = DataLoader(self.dataset, batch_sampler=rank_batches(order, b, self.ctx),
-                            num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda")
         return done, loader, sizes
 
     def log(self, vals, lr: float) -> None:
