@@ -87,7 +87,8 @@ class TrainConfig:
     resume_path: str | None = None
     init_from: str | None = None
     num_workers: int = -1  # -1 = automatic (utils.training.steps.auto_workers)
-    amp: str = "off"  # "bf16": bfloat16 autocast in the training step (run_train.py --amp)
+    amp: str = "off"  # "bf16": bfloat16 autocast in the training step; "fp16" (CUDA) with loss scaling
+    compile: bool = False  # torch.compile the network that trains
     device: str = "auto"
     seed: int = 0
     output_dir: str = "runs"
@@ -115,6 +116,7 @@ class TrainConfig:
             (self.pixel_range > 0, f"--pixel_range must be positive, got {self.pixel_range}"),
             (0 < self.zoom[0] <= self.zoom[1],
              f"--zoom MIN MAX needs 0 < MIN <= MAX, got {self.zoom[0]} {self.zoom[1]}"),
+            (self.amp in ("off", "bf16", "fp16"), f"--amp must be off, bf16 or fp16, got {self.amp}"),
             (self.num_workers >= -1, f"--num_workers must be >= 0, or -1 for automatic, got {self.num_workers}"),
             (self.log_every >= 1, f"--log_every must be >= 1, got {self.log_every}"),
             (self.save_every >= 0, f"--save_every must be >= 0 (0 = only at epoch ends), got {self.save_every}"),

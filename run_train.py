@@ -86,9 +86,12 @@ def add_run_flags(p: argparse.ArgumentParser, d: TrainConfig) -> None:
     p.add_argument("--device", default=d.device,
                    help="auto (cuda if available), cpu, cuda, cuda:1; under torchrun each process takes "
                         "the GPU of its local rank")
-    p.add_argument("--amp", choices=("off", "bf16"), default=d.amp,
-                   help="bf16: the network in bfloat16 autocast (faster on recent GPUs and CPUs with AMX; the "
-                        "loss stays float32; checkpoints stay float32)")
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default=d.amp,
+                   help="bf16: the network in bfloat16 autocast (faster on recent GPUs and CPUs with AMX); fp16: "
+                        "float16 autocast with loss scaling (CUDA only); the loss and checkpoints stay float32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (a C++ compiler on CPU; minutes of compilation first: "
+                        "docs/performance.md says what it gained)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed for weights, data order and augmentation")
     p.add_argument("--output_dir", default=d.output_dir, help="folder for run folders")
@@ -140,6 +143,8 @@ def prepare(cfg: TrainConfig, explicit: frozenset[str]):
         device = resolve_device(cfg.device)
     except ValueError as e:
         T.fail(str(e))
+    if cfg.amp == "fp16" and device.type != "cuda":
+        T.fail(f"--amp fp16 needs a CUDA device (float16 with loss scaling); on {device} use --amp bf16")
     init = T.initial_weights(cfg) if cfg.init_from and resume is None else None
     if cfg.lr is None:
         cfg.lr = T.FINETUNE_LR if init is not None else 1e-4

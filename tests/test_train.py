@@ -629,3 +629,21 @@ def test_bf16_steps_track_the_float32_loss_and_checkpoints_stay_float32(images, 
     assert train(images, tmp_path / "a", "--amp", "bf16", "--num_epochs", "1", "--epoch_size", "2") == 0
     ck = torch.load(tmp_path / "a/r/checkpoints/last.pt", weights_only=True)
     assert ck["config"]["amp"] == "bf16" and all(v.dtype == torch.float32 for v in ck["model"].values())
+
+
+def test_fp16_needs_cuda(images, tmp_path, capsys):
+    assert train(images, tmp_path / "a", "--amp", "fp16") == 2
+    assert "--amp fp16 needs a CUDA device" in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow  # 40 s: compilation
+def test_compiled_training_gives_the_uncompiled_weights(images, tmp_path):
+    """--compile changes how the step runs, not what it computes: the same weights to 1e-5 after
+    an epoch, saved from the bare module (plain state_dict keys, no _orig_mod prefix)."""
+    import shutil
+    if shutil.which("g++") is None and shutil.which("cc") is None:
+        pytest.skip("no C++ compiler for torch.compile on CPU")
+    assert train(images, tmp_path / "a", "--num_epochs", "1", "--epoch_size", "4") == 0
+    assert train(images, tmp_path / "b", "--num_epochs", "1", "--epoch_size", "4", "--compile") == 0
+    a, b = weights(tmp_path / "a/r/checkpoints/last.pt"), weights(tmp_path / "b/r/checkpoints/last.pt")
+    assert set(a) == set(b) and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5

@@ -28,7 +28,7 @@ IMAGES_FILE = "images.txt"
 #: ``image_path`` may change when the training images moved: :func:`check_same_images` then
 #: requires the same files by name.
 RESUMABLE_OVERRIDES = {"num_epochs", "device", "num_workers", "log_every", "save_every", "micro_batch", "amp",
-                       "image_path"}
+                       "compile", "image_path"}
 
 
 def merged_config(cfg: TrainConfig, explicit: frozenset[str], resume: dict) -> TrainConfig:

@@ -42,7 +42,7 @@ def build_optimizer(model: torch.nn.Module, lr: float, pixel_range: float) -> to
 
 
 def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int, share: float = 1.0,
-               world: int = 1, amp: str = "off") -> tuple[float, float, float]:
+               world: int = 1, amp: str = "off", scaler=None) -> tuple[float, float, float]:
     """Gradients of the batch's mean loss, accumulated over micro-batches of ``micro`` images
     (each weighted by its share of the batch, so loss and gradients equal the whole batch's up
     to float rounding). Returns (total, pixel, ssim) losses; the caller steps the optimizer.
@@ -53,7 +53,8 @@ def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int, sha
     batch splits unevenly); the returned losses are weighted by ``share``, so their sum over
     ranks is the global batch's. Gradients are synchronised once, after the last micro-batch.
     ``amp="bf16"``: the network runs under bfloat16 autocast (no loss scaling: bf16 has fp32's
-    exponent range); the loss, SSIM included, is computed in float32 on its float32 output."""
+    exponent range); the loss, SSIM included, is computed in float32 on its float32 output.
+    ``amp="fp16"`` (CUDA): float16 autocast, the loss scaled by ``scaler`` (a ``GradScaler``)."""
     optimizer.zero_grad(set_to_none=True)
     out = np.zeros(3)
     chunks = batch.split(micro)
@@ -61,10 +62,12 @@ def train_step(model, criterion, optimizer, batch: torch.Tensor, micro: int, sha
         w = share * len(chunk) / len(batch)
         later_sync = i < len(chunks) - 1 and hasattr(model, "no_sync")
         with model.no_sync() if later_sync else contextlib.nullcontext():
-            with torch.autocast(chunk.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            with torch.autocast(chunk.device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16,
+                                enabled=amp != "off"):
                 y = model(chunk)
             total, pixel, ssim_loss = criterion(y.float(), chunk)
-            (total * (w * world)).backward()
+            loss = total * (w * world)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         out += w * np.array([total.item(), pixel.item(), ssim_loss.item()])
     return tuple(out.tolist())
 

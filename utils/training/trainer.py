@@ -102,6 +102,9 @@ class Trainer:
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:  # what trains is compiled; what is saved and validated stays the bare module
+            self.net = torch.compile(self.net)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         from utils.prepared import PreparedImages, is_prepared
         self.dataset = (PreparedImages(Path(cfg.image_path), cfg.image_size, cfg.crop, cfg.flip, cfg.seed)
                         if is_prepared(cfg.image_path) else
@@ -177,14 +180,18 @@ class Trainer:
                 batch = batch.float().div_(255.0)
             batch = batch.contiguous(memory_format=torch.channels_last)
             vals = train_step(self.net, self.criterion, self.optimizer, batch, self.micro, len(batch) / size,
-                              self.ctx.world, self.cfg.amp)
+                              self.ctx.world, self.cfg.amp, self.scaler)
             # One collective per step: the global batch's losses, and whether any rank was asked to
             # stop, so that every rank stops (or fails on a non-finite loss) at the same step.
             *vals, stops = D.sum_over_ranks([*vals, float(stop.requested is not None)], self.ctx)
             if not all(map(math.isfinite, vals)):
                 fail(f"non-finite loss ({vals[0]}) at step {p.step + 1}; stopped without "
                      f"saving. The last good checkpoint is in {self.ckpt_dir}")
-            self.optimizer.step()
+            if self.scaler is not None:  # fp16: skips a step whose scaled gradients overflowed
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             p.step += 1
             p.epoch_sums = tuple(float(s + v) for s, v in zip(p.epoch_sums, vals, strict=True))
             lr = self.optimizer.param_groups[0]["lr"]
