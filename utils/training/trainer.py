@@ -105,6 +105,8 @@ class Trainer:
         if cfg.compile:  # what trains is compiled; what is saved and validated stays the bare module
             self.net = torch.compile(self.net)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        if self.scaler is not None and resume is not None and "grad_scaler" in resume:
+            self.scaler.load_state_dict(resume["grad_scaler"])  # the loss scale reached, for an exact resume
         from utils.prepared import PreparedImages, is_prepared
         self.dataset = (PreparedImages(Path(cfg.image_path), cfg.image_size, cfg.crop, cfg.flip, cfg.seed)
                         if is_prepared(cfg.image_path) else
@@ -132,7 +134,8 @@ class Trainer:
         try:
             save_checkpoint(target, self.model, self.config, epoch, p.step, self.optimizer,
                             self.scheduler, best_loss=p.best, run_id=self.run_id, epoch_sums=list(p.epoch_sums),
-                            images=self.images)
+                            images=self.images,
+                            **({"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}))
             for other in also:
                 target = self.ckpt_dir / other
                 copy_file(self.ckpt_dir / name, target)
