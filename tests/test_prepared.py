@@ -39,6 +39,10 @@ def test_samples_are_the_folder_loaders_images_rounded_to_8_bits(images, tmp_pat
         assert got.dtype == torch.uint8 and got.shape == (1, 24, 24)
         assert torch.equal(got[0], torch.from_numpy(to_uint8(folder[k][0].numpy())))
     assert prepare_data.main(["--image_path", str(images), "-o", str(out), "--image_size", "24"]) == 2  # never over
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert prepare_data.main(["--image_path", str(images), "-o", str(tmp_path / "other")]) == 2
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
 
 
 def test_rgb_and_nearest(tmp_path):

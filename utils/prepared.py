@@ -107,6 +107,9 @@ def prepare(image_path: Path, out: Path, size: int, gray: bool, rule: str, worke
             raise PreparedError(f"{out} already holds prepared data ({old.get('count')} samples"
                                 f"{'' if old.get('complete') else ', other images or settings'}); choose another -o")
         index = old
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PreparedError(f"{out} exists and is not a prepared folder; choose another -o (nothing is written "
+                            f"into a folder of other files)")
     out.mkdir(parents=True, exist_ok=True)
     samples = np.memmap(out / SAMPLES, np.uint8, "r+" if (out / SAMPLES).exists() else "w+", shape=shape(index,
                                                                                                          len(paths)))
