@@ -163,9 +163,11 @@ def _title(args, what: str, pairs: int, colour: bool) -> str:
 def print_conventions(metrics: list[str], conventions: dict[str, str]) -> None:
     """Each metric's convention, wrapped to 100 columns under its name."""
     import textwrap
-    print("conventions:")
+
+    from utils.log import log
+    log.info("conventions:")
     for k in metrics:
-        print(textwrap.fill(conventions[k], 100, initial_indent=f"  {k:>8}: ", subsequent_indent=" " * 12))
+        log.info(textwrap.fill(conventions[k], 100, initial_indent=f"  {k:>8}: ", subsequent_indent=" " * 12))
 
 
 def report_one(args, rows: list[dict], colour: bool, fused: Path) -> None:
@@ -174,7 +176,8 @@ def report_one(args, rows: list[dict], colour: bool, fused: Path) -> None:
     from utils.metrics import CONVENTIONS
     conventions = CONVENTIONS[args.profile]
     rows = [*rows, mean_row(rows)]
-    print(format_table(rows if not args.quiet else rows[-1:], _title(args, str(fused), len(rows) - 1, colour)))
+    from utils.log import log
+    log.info(format_table(rows if not args.quiet else rows[-1:], _title(args, str(fused), len(rows) - 1, colour)))
     if not args.quiet:
         print_conventions([k for k in rows[0] if k != "pair"], conventions)
     if args.csv:
@@ -194,7 +197,8 @@ def report(args, results: dict[str, list[dict]], colour: bool, methods: dict[str
     if len(methods) == 1:
         report_one(args, results[summary.methods[0]], colour, next(iter(methods.values())))
     else:
-        print(C.text_table(summary, args.std, _title(args, f"{len(methods)} methods", summary.pairs, colour)))
+        from utils.log import log
+        log.info(C.text_table(summary, args.std, _title(args, f"{len(methods)} methods", summary.pairs, colour)))
         if not args.quiet:
             print_conventions(summary.metrics, CONVENTIONS[args.profile])
         meta = {"profile": args.profile, "fused": {m: str(f) for m, f in methods.items()},
@@ -216,8 +220,8 @@ def main(argv=None) -> int:
     from utils import distributed as D
     from utils.evaluation import EvalError
     from utils.images import ImageReadError
+    from utils.log import log
     from utils.pairs import PairError
-    D.quiet_unless_main()
     ctx = D.SINGLE
     try:
         pairs, methods = sources_and_methods(args)
@@ -226,8 +230,7 @@ def main(argv=None) -> int:
         if problem:
             raise EvalError(problem)
     except (EvalError, PairError, ImageReadError, ValueError) as e:
-        if D.main_process():  # under torchrun every rank has the same error; one reports it
-            print(f"error: {e}", file=sys.stderr)
+        log.error(str(e))  # under torchrun every rank has the same error; rank 0 reports it
         return 2
     finally:
         D.stop(ctx)
@@ -235,12 +238,12 @@ def main(argv=None) -> int:
         from utils.evaluation import not_scored_lines
         for m, metrics in skipped.items():
             for line in not_scored_lines(metrics, len(pairs), m if len(methods) > 1 else ""):
-                print(f"warning: {line}", file=sys.stderr)
+                log.warning(line)
         try:
             report(args, results, colour, methods)
         except OSError as e:  # a full disk or a folder made read-only meanwhile: earlier files are whole
-            print(f"error: cannot write {e.filename or 'a report file'}: {e.strerror or e}; an older file of "
-                  f"that name is kept", file=sys.stderr)
+            log.error(f"cannot write {e.filename or 'a report file'}: {e.strerror or e}; an older file of "
+                      f"that name is kept")
             return 2
     return 0
 

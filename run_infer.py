@@ -191,7 +191,8 @@ def write_found_transform(path: Path, sets, registrations: dict) -> None:
         write_transform(path, registrations[pairs[0]])
     except OSError as e:
         raise JobError(f"cannot write {path}: {e.strerror or e}") from None
-    print(f"{path}: the transform of {pairs[0].name}; reuse it with --transform {path}")
+    from utils.log import log
+    log.info(f"{path}: the transform of {pairs[0].name}; reuse it with --transform {path}")
 
 
 def load_network(job) -> tuple[Path, tuple]:
@@ -205,14 +206,12 @@ def load_network(job) -> tuple[Path, tuple]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from utils.distributed import main_process, quiet_unless_main
-    quiet_unless_main()
     from utils.jobs import FuseJob
+    from utils.log import log
     try:
         return run(FuseJob.from_args(args))
     except (JobError, RecordError) as e:  # RecordError: a pair name that would leave its folder
-        if main_process():  # under torchrun every rank meets the same error; one reports it
-            print(f"error: {e}", file=sys.stderr)
+        log.error(str(e))  # under torchrun every rank meets the same error; rank 0 reports it
         return 2
 
 

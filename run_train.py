@@ -158,6 +158,7 @@ def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
     from utils import training as T
     from utils.data import check_decodable, list_images
     from utils.distributed import main_process
+    from utils.log import log
     root = Path(cfg.image_path)
     if not root.is_dir():
         T.fail(f"image folder {root} not found{bundled_note(root)}; pass --image_path DIR with training images "
@@ -172,13 +173,13 @@ def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
     if not paths:
         T.fail(f"no images (jpg/jpeg/png/bmp/tif/tiff) found under {root}; pass --image_path DIR")
     paths, bad, multi = check_decodable(paths, cfg.gray, progress=main_process())
-    for _, why in bad if main_process() else ():
-        print(f"warning: skipping {why}", file=sys.stderr)
-    if multi and main_process():
-        print(f"warning: {len(multi)} image(s) have several frames (animated or multi-page), the first is "
-              f"used: {', '.join(map(str, multi[:3]))}{', ...' if len(multi) > 3 else ''}", file=sys.stderr)
+    for _, why in bad:
+        log.warning(f"skipping {why}")
+    if multi:
+        log.warning(f"{len(multi)} image(s) have several frames (animated or multi-page), the first is "
+                    f"used: {', '.join(map(str, multi[:3]))}{', ...' if len(multi) > 3 else ''}")
     if bad:
-        print(f"Skipped {len(bad)} unreadable image(s).")
+        log.info(f"Skipped {len(bad)} unreadable image(s).")
     if not paths:
         T.fail(f"none of the {len(bad)} images under {root} could be decoded (first: {bad[0][1]})")
     paths = paths[:cfg.train_num] if cfg.train_num else paths
@@ -212,15 +213,16 @@ def open_run(cfg: TrainConfig, resume: dict | None, auto: bool) -> tuple[Path, s
     """The run folder (claimed for a new run; the checkpoint's own for a resume) and the run id."""
     from utils import training as T
     from utils.files import check_writable, remove_stale_temps
+    from utils.log import log
     run_dir, run_id = (T.resume_run_dir(cfg.resume_path, resume) if resume is not None
                        else T.claim_run_dir(cfg, adopt=auto))
     problem = check_writable(run_dir / "checkpoints")  # about the size of two checkpoints
     if problem:
         T.fail(problem)
     if stale := remove_stale_temps(run_dir / "checkpoints"):
-        print(f"Removed {len(stale)} partial checkpoint file(s) of a killed save ({stale[0].name}, ...)")
+        log.info(f"Removed {len(stale)} partial checkpoint file(s) of a killed save ({stale[0].name}, ...)")
     if resume is not None and (moved := T.set_aside_later_checkpoints(run_dir / "checkpoints", resume["step"])):
-        print(f"Resuming from an earlier checkpoint: the later ones were moved to {moved}")
+        log.info(f"Resuming from an earlier checkpoint: the later ones were moved to {moved}")
     return run_dir, run_id
 
 
@@ -242,29 +244,31 @@ def open_run_once(cfg: TrainConfig, resume: dict | None, auto: bool, ctx) -> tup
 
 
 def print_header(trainer, cfg: TrainConfig, run_dir: Path) -> None:
-    print("=" * 60)
-    print("DenseFuse training")
+    from utils.log import log
+    log.info("=" * 60)
+    log.info("DenseFuse training")
     for k, v in trainer.config.items():
         if k != "device":
-            print(f"  {k:>12}: {v}")
+            log.info(f"  {k:>12}: {v}")
     asked = f" (--device {cfg.device})" if cfg.device != str(trainer.device) else ""
     world = trainer.ctx.world
-    print(f"  {'device':>12}: {trainer.device}{asked}"
+    log.info(f"  {'device':>12}: {trainer.device}{asked}"
           + (f"; {world} processes (torchrun), batch {cfg.batch_size} per step in all" if world > 1 else ""))
-    print(f"  {'run folder':>12}: {run_dir}")
-    print("=" * 60)
-    print(f"Loaded {len(trainer.paths)} images ({trainer.steps_per_epoch} steps per epoch).")
+    log.info(f"  {'run folder':>12}: {run_dir}")
+    log.info("=" * 60)
+    log.info(f"Loaded {len(trainer.paths)} images ({trainer.steps_per_epoch} steps per epoch).")
     if cfg.resume_path:
-        print(f"Resuming from {cfg.resume_path}: epoch {trainer.progress.epoch + 1}, step {trainer.progress.step}.")
-    print(f"TensorBoard: tensorboard --logdir {run_dir / 'logs'}")
+        log.info(f"Resuming from {cfg.resume_path}: epoch {trainer.progress.epoch + 1}, step {trainer.progress.step}.")
+    log.info(f"TensorBoard: tensorboard --logdir {run_dir / 'logs'}")
 
 
 def train(cfg: TrainConfig, explicit: frozenset[str] = frozenset()) -> int:
     from utils import distributed as D
+    from utils.log import log
     auto = cfg.resume_path == "auto"
     cfg, device, paths, init, resume = prepare(cfg, explicit)
     if resume is not None and resume["epoch"] >= cfg.num_epochs:
-        print(f"{cfg.resume_path}: this run already finished its {resume['epoch']} epoch(s); nothing to do. "
+        log.info(f"{cfg.resume_path}: this run already finished its {resume['epoch']} epoch(s); nothing to do. "
               f"Pass --num_epochs N (N > {resume['epoch']}) to extend it.")
         return 0
     ctx, device = D.start(device)
@@ -278,6 +282,7 @@ def train_on(cfg: TrainConfig, device, paths, init, resume, auto: bool, ctx) -> 
     """The run itself, on this process's device, as one of ``ctx.world`` ranks."""
     from utils import training as T
     from utils.devices import keep_freed_memory
+    from utils.log import log
     problems = T.distributed_problems(cfg.batch_size, cfg.epoch_size or len(paths), ctx.world)
     if problems:
         T.fail("\nerror: ".join(problems))
@@ -293,24 +298,24 @@ def train_on(cfg: TrainConfig, device, paths, init, resume, auto: bool, ctx) -> 
             for epoch in range(trainer.progress.epoch, cfg.num_epochs):
                 if not trainer.train_epoch(epoch, stop):
                     trainer.writer.close()
-                    print(f"\n{stop.requested or 'stop on another rank'}: stopped at step {trainer.progress.step}; "
+                    log.info(f"\n{stop.requested or 'stop on another rank'}: stopped at step {trainer.progress.step}; "
                           f"checkpoint written. "
                           f"Resume with:\n  python run_train.py --resume_path {trainer.ckpt_dir / 'last.pt'}")
                     return 130
-                print(trainer.end_epoch(epoch), flush=True)
+                log.info(trainer.end_epoch(epoch))
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, even in the middle of a save
         kept = T.latest_checkpoint(trainer.ckpt_dir)
-        print("\ninterrupted at once (second signal); "
-              + (f"resume from the last complete checkpoint:\n  python run_train.py --resume_path {kept}"
-                 if kept else "no checkpoint had been written yet"), file=sys.stderr)
+        log.warning("\ninterrupted at once (second signal); "
+                    + (f"resume from the last complete checkpoint:\n  python run_train.py --resume_path {kept}"
+                       if kept else "no checkpoint had been written yet"), extra={"plain": True})
         return 130
     except RuntimeError as e:  # gloo/nccl raise RuntimeError subclasses; ours are reported by main()
         if ctx.world == 1 or isinstance(e, T.TrainingError):
             raise
-        print(f"error: {peer_failure(e, ctx, T.latest_checkpoint(trainer.ckpt_dir))}", file=sys.stderr)
+        log.error(peer_failure(e, ctx, T.latest_checkpoint(trainer.ckpt_dir)), extra={"every_rank": True})
         return 2
     trainer.writer.close()
-    print(f"Done in {time.time() - t0:.1f} s; best {'validation' if trainer.val_pairs else 'training'} "
+    log.info(f"Done in {time.time() - t0:.1f} s; best {'validation' if trainer.val_pairs else 'training'} "
           f"loss {trainer.progress.best:.4f}. Checkpoints: {trainer.ckpt_dir}")
     return 0
 
@@ -341,16 +346,13 @@ def parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, fr
 
 def main(argv=None) -> int:
     args, explicit = parse(build_parser(), argv)
-    from utils.distributed import quiet_unless_main
-    quiet_unless_main()
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    from utils.distributed import main_process
+    from utils.log import log
     from utils.training import TrainingError
     try:
         return train(cfg, explicit)
-    except TrainingError as e:
-        if main_process():  # every rank meets the same error; one reports it
-            print(f"error: {e}", file=sys.stderr)
+    except TrainingError as e:  # every rank meets the same error; rank 0 reports it
+        log.error(str(e))
         return 2
 
 

@@ -187,8 +187,9 @@ FUSE_THEN_SCORE = """
 import sys
 import run_eval, run_infer
 infer, score = " ".join(sys.argv[1:]).split(" -- ")
-print("infer exit", run_infer.main(infer.split()))
-print("eval exit", run_eval.main(score.split()))
+from utils.log import log  # the scripts' voice: rank 0 alone speaks
+log.info(f"infer exit {run_infer.main(infer.split())}")
+log.info(f"eval exit {run_eval.main(score.split())}")
 """
 
 

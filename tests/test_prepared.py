@@ -64,7 +64,7 @@ def test_a_file_that_does_not_decode_is_named_and_skipped_once(images, tmp_path,
     assert prepare_data.main(["--image_path", str(images), "-o", str(out), "--image_size", "16"]) == 0
     index = json.loads((out / "index.json").read_text())
     assert index["count"] == 6 and "im2.png" not in index["sources"] and str(bad) in index["skipped"][0]
-    assert capsys.readouterr().out.count(str(bad)) == 1
+    assert capsys.readouterr().err.count(f"warning: skipping {bad}") == 1
     assert (out / "samples.u8").stat().st_size == 6 * 16 * 16
 
 

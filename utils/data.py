@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -124,7 +123,8 @@ class NaturalImages(Dataset):
                 return img if self.gray else as_rgb(img)
             except ImageReadError as e:
                 self.failed.add(path)
-                print(f"warning: {e}; the next image is used instead (named once)", file=sys.stderr)
+                from utils.log import log
+                log.warning(f"{e}; the next image is used instead (named once)", extra={"every_rank": True})
         raise ImageReadError(f"none of the {len(self.paths)} training images can be decoded any more")
 
     def __getitem__(self, index: int) -> torch.Tensor:

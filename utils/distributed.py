@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-# torch is imported by the functions that need it: main_process() and quiet_unless_main() run
+# torch is imported by the functions that need it: main_process() runs
 # before argparse's errors and cost nothing.
 
 
@@ -103,13 +102,6 @@ def main_process() -> bool:
     """Whether this process speaks for the group: rank 0 under torchrun, or a plain process.
     Known from the environment, before (or without) :func:`start`."""
     return os.environ.get("RANK", "0") == "0" or not launched()
-
-
-def quiet_unless_main() -> None:
-    """On ranks other than 0, send what the script prints (stdout) nowhere: one voice for the
-    group. Their stderr stays, so a rank's own traceback or warning is still seen."""
-    if not main_process():
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def stop(ctx: Context) -> None:

@@ -4,11 +4,11 @@ set reported at once. The decoded images are kept (up to a budget) for the fusio
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from utils.errors import JobError
 from utils.jobs import FuseSet
+from utils.log import log
 
 
 class Decoded:
@@ -57,7 +57,7 @@ def read_sources(pair, report: bool = True) -> tuple:
         warnings.simplefilter("always", ImageWarning)
         images = tuple(load_image(f) for f in pair.sources)
     for w in caught if report else ():  # ImageWarning and anything else the decoders said
-        print(f"warning: {w.message}", file=sys.stderr)
+        log.warning(str(w.message))
     return images
 
 
@@ -130,7 +130,7 @@ def check_inputs(sets: list[FuseSet], decoded: Decoded, unpaired: list[str], ski
         checked.append(s._replace(pairs=good))
     if bad:
         for line in [f"{len(bad)} problem(s) with the inputs:", *(f"  {b}" for b in bad)] if report else ():
-            print(line, file=sys.stderr)  # under torchrun every rank found the same; one reports
+            log.warning(line, extra={"plain": True})  # under torchrun every rank found the same; one reports
         if not skip_bad:
             raise JobError("nothing was fused; fix the files above or pass --skip_bad")
     return checked, bool(bad)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from configs import FuseConfig, bundled_note
 from utils.errors import JobError
+from utils.log import log
 
 if TYPE_CHECKING:
     from utils.registration import AlignSpec
@@ -203,7 +204,7 @@ def folder_sets(root: Path, out_root: Path, suffix: str) -> tuple[list[FuseSet],
     jobs = []
     for s, layout, pairs in sets:
         lone = sum(line.startswith(f"{s}{os.sep}") for line in unpaired)
-        print(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}"
+        log.info(f"{s}: layout {layout}, {len(pairs)} {plural(len(pairs), 'pair')}"
               + (f", {lone} unpaired {plural(lone, 'file')}" if lone else ""))
         name = set_name(s)
         jobs.append(FuseSet(name, pairs, out_root / f"{name}{suffix}"))
@@ -224,7 +225,7 @@ def sources_set(folders: tuple[Path, ...], out_dir: Path) -> tuple[list[FuseSet]
     names = [str(d) for d in folders]
     if not sets and not unpaired:
         raise JobError(f"no images in {', '.join(names)}")
-    print(f"{' + '.join(names)}: {len(sets)} {plural(len(sets), 'set')} of {len(folders)} sources")
+    log.info(f"{' + '.join(names)}: {len(sets)} {plural(len(sets), 'set')} of {len(folders)} sources")
     return [FuseSet("sources", sets, out_dir)], unpaired
 
 
@@ -236,7 +237,7 @@ def scenes_set(root: Path, out_root: Path, suffix: str) -> FuseSet:
     except PairError as e:
         raise JobError(str(e)) from None
     counts = sorted({len(s.sources) for s in sets})
-    print(f"{root}: {len(sets)} {plural(len(sets), 'scene')} of {'/'.join(map(str, counts))} images")
+    log.info(f"{root}: {len(sets)} {plural(len(sets), 'scene')} of {'/'.join(map(str, counts))} images")
     return FuseSet(root.name, sets, out_root / f"{root.name}{suffix}", unit="scene")
 
 
@@ -245,7 +246,6 @@ def scenes_set(root: Path, out_root: Path, suffix: str) -> FuseSet:
 def prepare_outputs(sets: list[FuseSet], record: dict, overwrite: bool, inputs: set[Path]) -> None:
     """Refuse or clear results made otherwise (:func:`utils.records.guard`), then check that every
     output folder takes files."""
-    import sys
 
     from utils.files import check_writable
     from utils.records import RecordError, guard
@@ -254,7 +254,7 @@ def prepare_outputs(sets: list[FuseSet], record: dict, overwrite: bool, inputs: 
     except RecordError as e:
         raise JobError(str(e)) from None
     for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        log.warning(line)
     for s in sets:
         if s.pairs and (problem := check_writable(s.out_dir)):
             raise JobError(problem)
@@ -273,7 +273,7 @@ def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what
     from utils.files import writing_into
     from utils.fusion import FusionError, fuse_pairs
     from utils.records import FUSION_FILES, write_record
-    print(f"{what}; strategy {settings.strategy}, output {settings.output_mode}, device {settings.device}")
+    log.info(f"{what}; strategy {settings.strategy}, output {settings.output_mode}, device {settings.device}")
     written = 0
     try:
         for s in (s for s in sets if s.pairs):
@@ -282,7 +282,7 @@ def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what
                 if ctx.main:
                     write_record(s.out_dir, record, s.pairs, registrations)
                     if leftovers:
-                        print(f"{s.out_dir}: removed {len(leftovers)} partial file(s) a killed run left "
+                        log.info(f"{s.out_dir}: removed {len(leftovers)} partial file(s) a killed run left "
                               f"({leftovers[0].name} ...)")
                 D.barrier(ctx)  # the record exists before any image of the set
                 read = registered_sources(s.out_dir, images) if registrations else images
@@ -290,7 +290,7 @@ def fuse_sets(sets: list[FuseSet], network, settings, record: dict, images, what
                            progress=ctx.main)
                 D.barrier(ctx)  # the set is complete
             written += len(s.pairs)
-            print(f"{s.name}: {s.count()} fused in "
+            log.info(f"{s.name}: {s.count()} fused in "
                   f"{time.perf_counter() - t0:.1f} s -> {s.out_dir}"
                   + (f" ({ctx.world} processes)" if ctx.world > 1 else ""))
             if scoring and ctx.main:
@@ -327,7 +327,6 @@ def registered_sources(out_dir: Path, images):
 
 def score_set(s: FuseSet) -> None:
     """--eval: the standard profile's mean row of the set just fused."""
-    import sys
     import warnings
 
     from utils.evaluation import EvalError, MetricWarning, evaluate, format_row, mean_row
@@ -342,10 +341,10 @@ def score_set(s: FuseSet) -> None:
             warnings.simplefilter("always", MetricWarning)  # others keep their once-per-place filter
             rows, colour = evaluate(s.pairs, s.out_dir, "standard", progress=False)
     except (EvalError, ImageReadError) as e:  # the images are written; the later sets still get fused
-        print(f"warning: {s.name}: not scored: {e}", file=sys.stderr)
+        log.warning(f"{s.name}: not scored: {e}")
         return
     for w in caught:  # metrics too small for some pairs, NaN values: what the mean row leaves out
-        print(f"warning: {s.name}: {w.message}", file=sys.stderr)
+        log.warning(f"{s.name}: {w.message}")
     note = "; colour scored on luma Y" if colour else ""
-    print(format_row(mean_row(rows), f"{s.name}: standard-profile metrics (↑ higher is better, ↓ lower), "
+    log.info(format_row(mean_row(rows), f"{s.name}: standard-profile metrics (↑ higher is better, ↓ lower), "
                                      f"mean of {len(rows)} {plural(len(rows), 'pair')}{note}", arrows=True))

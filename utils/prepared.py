@@ -93,6 +93,7 @@ def prepare(image_path: Path, out: Path, size: int, gray: bool, rule: str, worke
 
     from utils.data import list_images, relative_names
     from utils.files import write_text
+    from utils.log import log
     paths = list_images(image_path)
     if not paths:
         raise PreparedError(f"no images (jpg/jpeg/png/bmp/tif/tiff) found under {image_path}")
@@ -120,7 +121,7 @@ def prepare(image_path: Path, out: Path, size: int, gray: bool, rule: str, worke
         for (path, *_), (arr, digest, why) in zip(todo, bar, strict=True):
             if arr is None:
                 index["skipped"].append(f"{path}: {why}")
-                print(f"warning: skipping {why}")
+                log.warning(f"skipping {why}")
             else:
                 samples[index["count"]] = arr
                 index["count"] += 1

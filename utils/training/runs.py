@@ -8,7 +8,6 @@ import math
 import os
 import secrets
 import shutil
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -17,7 +16,6 @@ import torch
 
 from configs import TrainConfig
 from models.densefuse import DenseFuse
-from utils import distributed as D
 from utils.checkpoint import FORMAT, WeightsError, load_model, torch_load
 from utils.training.errors import fail
 
@@ -41,9 +39,9 @@ def merged_config(cfg: TrainConfig, explicit: frozenset[str], resume: dict) -> T
     # Flags that repeat the run's own values (a torchrun restart's --resume_path auto) are not news.
     ignored = sorted(k for k in explicit - RESUMABLE_OVERRIDES - {"resume_path"}
                      if not same(getattr(cfg, k), saved.get(k)))
-    if ignored and D.main_process():
-        print(f"warning: resuming keeps the run's own settings; ignored: --{', --'.join(ignored)}",
-              file=sys.stderr)
+    if ignored:
+        from utils.log import log
+        log.warning(f"resuming keeps the run's own settings; ignored: --{', --'.join(ignored)}")
     override = explicit & RESUMABLE_OVERRIDES | {"resume_path"}
     saved.setdefault("pixel_range", 1.0)  # checkpoints from before --pixel_range
     return TrainConfig(**{f.name: getattr(cfg, f.name) if f.name in override

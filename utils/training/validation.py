@@ -3,7 +3,6 @@ on 8-bit levels) and one fused image, logged to TensorBoard each epoch."""
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ def load_validation(val_path: str | None, max_pairs: int = 2, gray: bool = True)
             return images
         return [tuple(as_rgb(im) for im in pair) for pair in images]
     except (PairError, ImageReadError) as e:
-        print(f"warning: no validation images ({e})", file=sys.stderr)
+        from utils.log import log
+        log.warning(f"no validation images ({e})")
         return []
 
 
