@@ -192,3 +192,16 @@ def test_run_infer_refuses_a_graph_of_another_source_count(exported, tmp_path, c
     assert run_infer.main(["--backend", "onnxruntime", "--weights", str(exported["add"]), "--inputs",
                            *map(str, files), "--output_path", str(tmp_path / "out")]) == 2
     assert "fuses 2 images; these sets have 3" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_the_onnxruntime_backend_does_not_import_the_onnx_package(add_graph, tmp_path):
+    """The metadata is read through onnxruntime's own session (the one that fuses): the onnx
+    package (a second of imports) is not loaded. (torch still is: issue #34.)"""
+    import subprocess
+    ir, vis = write_gray(tmp_path / "a.png", 20, 24, 1), write_gray(tmp_path / "b.png", 20, 24, 2)
+    code = ("import sys, run_infer\n"
+            f"rc = run_infer.main(['--backend', 'onnxruntime', '--weights', {str(add_graph)!r}, '--ir', {str(ir)!r}, "
+            f"'--vis', {str(vis)!r}, '--output_path', {str(tmp_path / 'o')!r}])\n"
+            "print(rc, 'onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 False", out.stdout + out.stderr

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -114,16 +116,43 @@ def export_onnx(model: DenseFuse, path: Path, *, part: str = "fusion", strategy:
     return {**meta, "opset": written}
 
 
+#: Sessions by (file, its size and time, threads), the few last used: reading the metadata and
+#: fusing share one load of the graph.
+_SESSIONS: OrderedDict = OrderedDict()
+
+
+def session(path: Path, threads: int | None = None):
+    """An onnxruntime session of ``path`` on the CPU (``threads``: intra-op threads, None =
+    onnxruntime's default); a WeightsError naming the file when onnxruntime cannot load it
+    (not ONNX, a broken graph, external data outside the graph's folder)."""
+    ort = require("onnxruntime")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise WeightsError(f"{path}: {e.strerror or e}") from None
+    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size, threads)
+    if key not in _SESSIONS:
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            _SESSIONS[key] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # its own exception types (Fail, InvalidGraph, ...) carry the reason
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"{path}: onnxruntime cannot load this graph ({reason[:300]})") from None
+        while len(_SESSIONS) > 4:
+            _SESSIONS.popitem(last=False)
+    _SESSIONS.move_to_end(key)
+    return _SESSIONS[key]
+
+
 def read_metadata(path: Path) -> dict:
     """The ``densefuse`` metadata of an exported file, checked (:func:`metadata_problem`); a clear
     error for any other file. The metadata is untrusted: it decides the strategy, tiling halo and
     what the record says, so a forged or damaged entry is refused, never half-used."""
-    onnx = require("onnx")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf's DecodeError, OSError, ...
-        raise WeightsError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
-    props = {p.key: p.value for p in proto.metadata_props}
+    # Through onnxruntime's own reader: the backend needs neither the onnx package (a second
+    # second of imports) nor a second load, the session is the one that fuses.
+    props = session(path).get_modelmeta().custom_metadata_map
     try:
         meta = json.loads(props[METADATA_KEY])
     except (KeyError, ValueError):
@@ -187,19 +216,11 @@ class OnnxNetwork:
 
     def __init__(self, path: Path, threads: int | None = None, meta: dict | None = None):
         """``meta``: the file's :func:`read_metadata`, when the caller has read it already."""
-        ort = require("onnxruntime")
         self.meta = meta or read_metadata(path)
         if self.meta["part"] != "fusion":
             raise WeightsError(f"{path} holds the {self.meta['part']} alone; fusing needs a whole fusion graph "
                                f"(export without --part)")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:  # onnxruntime refuses external data outside the graph's folder, broken graphs, ...
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # its own exception types (Fail, InvalidGraph, ...) carry the reason
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WeightsError(f"{path}: onnxruntime cannot load this graph ({reason[:300]})") from None
+        self.session = session(path, threads)
         if problem := graph_problem(self.session, self.meta):
             raise WeightsError(f"{path}: {problem}; export the file again")
         self.inputs = [i.name for i in self.session.get_inputs()]
