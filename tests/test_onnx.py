@@ -194,6 +194,7 @@ def test_run_infer_refuses_a_graph_of_another_source_count(exported, tmp_path, c
     assert "fuses 2 images; these sets have 3" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # 6 s: a fresh process importing torch
 def test_the_onnxruntime_backend_does_not_import_the_onnx_package(add_graph, tmp_path):
     """The metadata is read through onnxruntime's own session (the one that fuses): the onnx
     package (a second of imports) is not loaded. (torch still is: issue #34.)"""
