@@ -148,99 +148,7 @@ def prepare(cfg: TrainConfig, explicit: frozenset[str]):
     init = T.initial_weights(cfg) if cfg.init_from and resume is None else None
     if cfg.lr is None:
         cfg.lr = T.FINETUNE_LR if init is not None else 1e-4
-    return cfg, device, training_images(cfg, resume), init, resume
-
-
-def training_images(cfg: TrainConfig, resume: dict | None = None) -> list[Path]:
-    """The training files: every image below --image_path that decodes, sorted; for a resume,
-    checked to be the run's own list (a moved folder is fine, other files are refused)."""
-    from configs import bundled_note
-    from utils import training as T
-    from utils.data import check_decodable, list_images
-    from utils.distributed import main_process
-    from utils.log import log
-    root = Path(cfg.image_path)
-    if not root.is_dir():
-        T.fail(f"image folder {root} not found{bundled_note(root)}; pass --image_path DIR with training images "
-               f"(jpg/jpeg/png/bmp/tif/tiff)")
-    from utils.prepared import is_prepared
-    if is_prepared(root):  # decoded once by run_scripts.prepare_data: its index replaces the decode check
-        paths = prepared_images(cfg, root)
-        if resume is not None:
-            T.check_same_images(resume, cfg.resume_path, root, paths)
-        return paths
-    paths = list_images(root)
-    if not paths:
-        T.fail(f"no images (jpg/jpeg/png/bmp/tif/tiff) found under {root}; pass --image_path DIR")
-    paths, bad, multi = check_decodable(paths, cfg.gray, progress=main_process())
-    for _, why in bad:
-        log.warning(f"skipping {why}")
-    if multi:
-        log.warning(f"{len(multi)} image(s) have several frames (animated or multi-page), the first is "
-                    f"used: {', '.join(map(str, multi[:3]))}{', ...' if len(multi) > 3 else ''}")
-    if bad:
-        log.info(f"Skipped {len(bad)} unreadable image(s).")
-    if not paths:
-        T.fail(f"none of the {len(bad)} images under {root} could be decoded (first: {bad[0][1]})")
-    paths = paths[:cfg.train_num] if cfg.train_num else paths
-    if resume is not None:
-        T.check_same_images(resume, cfg.resume_path, root, paths, [p for p, _ in bad])
-    return paths
-
-
-def prepared_images(cfg: TrainConfig, root: Path) -> list[Path]:
-    """The sample names of a prepared folder (for the run's image record), checked against the run."""
-    from utils import training as T
-    from utils.prepared import PreparedError, read_index, size_problem
-    try:
-        index = read_index(root)
-    except PreparedError as e:
-        T.fail(str(e))
-    if not index.get("complete"):
-        T.fail(f"{root}: its preparation was interrupted; run python -m run_scripts.prepare_data again to finish it")
-    if index["gray"] != cfg.gray:
-        T.fail(f"{root} holds {'gray' if index['gray'] else 'RGB'} samples; "
-               f"{'leave out --no-gray' if index['gray'] else 'pass --no-gray'} or prepare it again")
-    if tuple(cfg.zoom) != (1.0, 1.0):
-        T.fail("--zoom resizes each crop: it needs the images themselves, not prepared samples")
-    if problem := size_problem(root, index, cfg.image_size, cfg.crop):
-        T.fail(problem)
-    paths = [root / name for name in index["sources"]]
-    return paths[:cfg.train_num] if cfg.train_num else paths
-
-
-def open_run(cfg: TrainConfig, resume: dict | None, auto: bool) -> tuple[Path, str]:
-    """The run folder (claimed for a new run; the checkpoint's own for a resume) and the run id."""
-    from utils import training as T
-    from utils.files import check_writable, remove_stale_temps
-    from utils.log import log
-    run_dir, run_id = (T.resume_run_dir(cfg.resume_path, resume) if resume is not None
-                       else T.claim_run_dir(cfg, adopt=auto))
-    problem = check_writable(run_dir / "checkpoints")  # about the size of two checkpoints
-    if problem:
-        T.fail(problem)
-    if stale := remove_stale_temps(run_dir / "checkpoints"):
-        log.info(f"Removed {len(stale)} partial checkpoint file(s) of a killed save ({stale[0].name}, ...)")
-    if resume is not None and (moved := T.set_aside_later_checkpoints(run_dir / "checkpoints", resume["step"])):
-        log.info(f"Resuming from an earlier checkpoint: the later ones were moved to {moved}")
-    return run_dir, run_id
-
-
-def open_run_once(cfg: TrainConfig, resume: dict | None, auto: bool, ctx) -> tuple[Path, str]:
-    """:func:`open_run` on rank 0 alone (it claims and moves files); the others take its answer,
-    or stop with its error."""
-    from utils import distributed as D
-    from utils import training as T
-    answer = None
-    if ctx.main:
-        try:
-            answer = open_run(cfg, resume, auto)
-        except T.TrainingError as e:
-            answer = e
-    answer = D.from_main(answer, ctx)
-    if isinstance(answer, T.TrainingError):
-        raise answer
-    return answer
+    return cfg, device, T.training_images(cfg, resume), init, resume
 
 
 def print_header(trainer, cfg: TrainConfig, run_dir: Path) -> None:
@@ -286,7 +194,7 @@ def train_on(cfg: TrainConfig, device, paths, init, resume, auto: bool, ctx) -> 
     problems = T.distributed_problems(cfg.batch_size, cfg.epoch_size or len(paths), ctx.world)
     if problems:
         T.fail("\nerror: ".join(problems))
-    run_dir, run_id = open_run_once(cfg, resume, auto, ctx)
+    run_dir, run_id = T.open_run_once(cfg, resume, auto, ctx)
     keep_freed_memory(large_blocks=True)  # faster CPU steps (utils/devices.py)
     trainer = T.Trainer(cfg, device, paths, run_dir, run_id, init, resume, ctx)
     if resume is not None:

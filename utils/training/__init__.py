@@ -11,12 +11,14 @@ DistributedDataParallel: each rank takes its share of every global batch, gradie
 losses are those of the whole batch, and rank 0 alone writes the run folder.
 
 The package, by job: ``steps`` (the optimiser and one step, batch sharding), ``signals``
-(Ctrl-C), ``runs`` (run folders, resume), ``validation``, ``trainer`` (the epoch loop),
-``errors``. The names below are its public interface (``run_train.py`` uses them).
+(Ctrl-C), ``runs`` (run folders, resume), ``images`` (the run's training images),
+``validation``, ``trainer`` (the epoch loop), ``errors``. The names below are its public
+interface (``run_train.py`` uses them).
 """
 from __future__ import annotations
 
 from utils.training.errors import TrainingError, fail
+from utils.training.images import prepared_images, training_images
 from utils.training.runs import (
                                  IMAGES_FILE,
                                  RESUMABLE_OVERRIDES,
@@ -29,6 +31,8 @@ from utils.training.runs import (
                                  latest_checkpoint,
                                  load_resume,
                                  merged_config,
+                                 open_run,
+                                 open_run_once,
                                  resume_run_dir,
                                  set_aside_later_checkpoints,
 )
@@ -47,5 +51,6 @@ from utils.training.validation import load_validation, to_levels, validate
 __all__ = ["FINETUNE_LR", "IMAGES_FILE", "RESUMABLE_OVERRIDES", "RUN_FILE", "NullWriter", "Progress", "StopFlag",
            "Trainer", "TrainingError", "auto_resume_path", "best_of_history", "build_optimizer",
            "check_same_images", "claim_run_dir", "default_micro_batch", "distributed_problems", "fail",
-           "initial_weights", "latest_checkpoint", "load_resume", "load_validation", "merged_config",
-           "rank_batches", "resume_run_dir", "set_aside_later_checkpoints", "to_levels", "train_step", "validate"]
+           "initial_weights", "latest_checkpoint", "load_resume", "load_validation", "merged_config", "open_run",
+           "open_run_once", "prepared_images", "rank_batches", "resume_run_dir", "set_aside_later_checkpoints",
+           "to_levels", "train_step", "training_images", "validate"]

@@ -16,8 +16,9 @@ import torch
 
 from configs import TrainConfig
 from models.densefuse import DenseFuse
+from utils import distributed as D
 from utils.checkpoint import FORMAT, WeightsError, load_model, torch_load
-from utils.training.errors import fail
+from utils.training.errors import TrainingError, fail
 
 RUN_FILE = "run.json"
 #: The run folder's list of its training images, relative to --image_path, in training order.
@@ -221,3 +222,34 @@ def initial_weights(cfg: TrainConfig) -> DenseFuse:
         fix = "pass --no-gray" if channels == 3 else "leave out --no-gray"
         fail(f"{cfg.init_from}: a {channels}-channel network; this run trains a {wanted}-channel one; {fix}")
     return init
+
+
+def open_run(cfg: TrainConfig, resume: dict | None, auto: bool) -> tuple[Path, str]:
+    """The run folder (claimed for a new run; the checkpoint's own for a resume) and the run id."""
+    from utils.files import check_writable, remove_stale_temps
+    from utils.log import log
+    run_dir, run_id = (resume_run_dir(cfg.resume_path, resume) if resume is not None
+                       else claim_run_dir(cfg, adopt=auto))
+    problem = check_writable(run_dir / "checkpoints")  # about the size of two checkpoints
+    if problem:
+        fail(problem)
+    if stale := remove_stale_temps(run_dir / "checkpoints"):
+        log.info(f"Removed {len(stale)} partial checkpoint file(s) of a killed save ({stale[0].name}, ...)")
+    if resume is not None and (moved := set_aside_later_checkpoints(run_dir / "checkpoints", resume["step"])):
+        log.info(f"Resuming from an earlier checkpoint: the later ones were moved to {moved}")
+    return run_dir, run_id
+
+
+def open_run_once(cfg: TrainConfig, resume: dict | None, auto: bool, ctx) -> tuple[Path, str]:
+    """:func:`open_run` on rank 0 alone (it claims and moves files); the others take its answer,
+    or stop with its error."""
+    answer = None
+    if ctx.main:
+        try:
+            answer = open_run(cfg, resume, auto)
+        except TrainingError as e:
+            answer = e
+    answer = D.from_main(answer, ctx)
+    if isinstance(answer, TrainingError):
+        raise answer
+    return answer
