@@ -26,6 +26,21 @@ from utils.checkpoint import load_model
 from utils.errors import WeightsError
 
 
+def full_disk_writes(monkeypatch, first_bytes: bytes):
+    """Every atomic write fails as on a full disk, after ``first_bytes`` went into its temporary
+    file; returns a function that restores the real writer."""
+    from utils import files
+    real = files.atomic_write
+
+    def full_disk(path, write):
+        def partial(fh):
+            fh.write(first_bytes)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, partial)
+    monkeypatch.setattr(files, "atomic_write", full_disk)
+    return lambda: monkeypatch.setattr(files, "atomic_write", real)
+
+
 def one_error_line(capsys, *names) -> str:
     """The run's stderr, asserted to be one ``error:`` line naming every one of ``names``."""
     err = capsys.readouterr().err.strip().splitlines()
@@ -188,21 +203,13 @@ def test_export_writes_the_opset_asked_for_atomically(tmp_path, tiny_weights, ca
     """--opset 7 printed "opset 7 (checked)" and wrote 18; an opset it can write is written. A
     full disk is one line naming the file, and the old file stays."""
     from run_scripts import export_onnx as script
-    from utils import files
     out = tmp_path / "g19.onnx"
     out.write_bytes(b"old graph")
-    real = files.atomic_write
-
-    def full_disk(path, write):
-        def partial(fh):
-            fh.write(b"\x08\x0a")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, partial)
-    monkeypatch.setattr(files, "atomic_write", full_disk)
+    restore = full_disk_writes(monkeypatch, b"\x08\x0a")
     assert script.main([str(tiny_weights), "-o", str(out), "--opset", "19", "--overwrite"]) == 2
     one_error_line(capsys, out, "No space left on device")
     assert out.read_bytes() == b"old graph" and not list(tmp_path.glob(".*.tmp"))
-    monkeypatch.setattr(files, "atomic_write", real)
+    restore()
     assert script.main([str(tiny_weights), "-o", str(out), "--opset", "19", "--overwrite"]) == 0
     assert "opset 19 (checked)" in capsys.readouterr().out
     written = onnx.load(str(out)).opset_import
@@ -241,7 +248,6 @@ def test_run_eval_never_writes_over_an_input_or_a_folder(scored, tmp_path, capsy
 
 
 def test_run_eval_replaces_a_report_only_with_overwrite_and_atomically(scored, tmp_path, capsys, monkeypatch):
-    from utils import files
     base = scored[2]
     report = tmp_path / "scores.json"
     report.write_text("old scores")
@@ -249,18 +255,11 @@ def test_run_eval_replaces_a_report_only_with_overwrite_and_atomically(scored, t
     one_error_line(capsys, report, "pass --overwrite")
     assert report.read_text() == "old scores"
 
-    real = files.atomic_write
-
-    def full_disk(path, write):
-        def partial(fh):
-            fh.write(b'{"rows": [')
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, partial)
-    monkeypatch.setattr(files, "atomic_write", full_disk)
+    restore = full_disk_writes(monkeypatch, b'{"rows": [')
     assert run_eval.main([*base, "--json", str(report), "--overwrite"]) == 2
     one_error_line(capsys, report, "No space left on device")
     assert report.read_text() == "old scores" and not list(tmp_path.glob(".*.tmp"))
-    monkeypatch.setattr(files, "atomic_write", real)
+    restore()
     assert run_eval.main([*base, "--json", str(report), "--overwrite"]) == 0
     assert json.loads(report.read_text())["rows"][0]["pair"] == "1"
 

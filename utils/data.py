@@ -81,6 +81,21 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(img, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
+def as_chw(img: np.ndarray) -> np.ndarray:
+    """(H, W) -> (1, H, W); (H, W, C) -> (C, H, W) (views, no copy)."""
+    return img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+
+
+def flipped_chw(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``--flip``: a horizontal, then a vertical flip, each with probability 1/2 (two draws from
+    ``rng``, always, so that later draws do not depend on them), as (C, H, W)."""
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    if rng.random() < 0.5:
+        img = img[::-1, :]
+    return as_chw(img)
+
+
 class NaturalImages(Dataset):
     """Training images as (1, S, S) float32 tensors in [0, 1], or (3, S, S) RGB ones with
     ``gray=False`` (gray files replicated to three channels).
@@ -147,12 +162,7 @@ class NaturalImages(Dataset):
                 img = _resize(np.ascontiguousarray(img), (s, s))
         else:
             img = _resize(img, (s, s))
-        if self.flip:
-            if rng.random() < 0.5:
-                img = img[:, ::-1]
-            if rng.random() < 0.5:
-                img = img[::-1, :]
-        chw = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+        chw = flipped_chw(img, rng) if self.flip else as_chw(img)
         return torch.from_numpy(np.array(chw, dtype=np.float32, copy=True))
 
 

@@ -173,16 +173,13 @@ class PreparedImages:
 
     def __getitem__(self, index: int):
         import torch
+
+        from utils.data import as_chw, flipped_chw
         rng = np.random.default_rng([self.seed, self.epoch, index])
         img = self.samples[index]
         s, stored = self.size, self.index["size"]
         if s < stored:
             y, x = rng.integers(0, stored - s + 1), rng.integers(0, stored - s + 1)
             img = img[y:y + s, x:x + s]
-        if self.flip:
-            if rng.random() < 0.5:
-                img = img[:, ::-1]
-            if rng.random() < 0.5:
-                img = img[::-1, :]
-        chw = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+        chw = flipped_chw(img, rng) if self.flip else as_chw(img)
         return torch.from_numpy(np.array(chw, copy=True))  # the memmap is read-only; one sample is small
