@@ -179,8 +179,9 @@ def estimate(src: np.ndarray, ref: np.ndarray, model: str = "affine") -> tuple[n
     base = float(np.sqrt((e_ref.shape[0] / e_src.shape[0]) * (e_ref.shape[1] / e_src.shape[1])))
     # The search's best score is not always the right scale (repeated structure, an edge-poor
     # sky): a short ECC at half resolution from each of its best candidates decides, then a full one.
-    half, d = [cv2().resize(e, None, fx=0.5, fy=0.5, interpolation=cv2().INTER_AREA) for e in (e_src, e_ref)], \
-        np.diag([0.5, 0.5, 1.0])
+    cv = cv2()
+    half = [cv.resize(e, None, fx=0.5, fy=0.5, interpolation=cv.INTER_AREA) for e in (e_src, e_ref)]
+    d = np.diag([0.5, 0.5, 1.0])  # working -> half-resolution coordinates
     trials = []
     for score, s, tx, ty in scale_search(e_src, e_ref, base, keep=CANDIDATES):
         init = np.array([[s, 0, tx], [0, s, ty], [0, 0, 1]], np.float64)
