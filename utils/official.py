@@ -190,7 +190,10 @@ def is_tensorflow_checkpoint(path: Path) -> bool:
         return True
     if path.suffix == ".index" or ".data-" in path.name:
         return True
-    return zipfile.is_zipfile(path) and any(n.endswith(".index") for n in zipfile.ZipFile(path).namelist())
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith(".index") for n in z.namelist())
 
 
 def _pick(prefixes: list[str], ssim_weight: int | None, source: str) -> str:
