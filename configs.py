@@ -63,7 +63,14 @@ SSIM_WEIGHTS = (1, 10, 100, 1000)
 #: Names the command lines offer, kept here so that ``--help`` needs no torch import; tests check
 #: that they are exactly the keys of ``models.fusion.STRATEGIES`` and ``utils.metrics.PROFILES``.
 STRATEGY_NAMES = ("add", "l1_norm", "max", "mean")
+#: The strategies that read a neighbourhood (``--l1_radius``); a test checks it against
+#: ``models.fusion.takes_radius``.
+RADIUS_STRATEGIES = ("l1_norm",)
 OUTPUT_MODES = ("minmax", "clip")
+#: How far (pixels) an output pixel of ``decode(encode(x))`` sees: nine 3x3 convolutions less the
+#: last, each adding 1 (models/densefuse.py). Tiles carry this halo (plus a strategy's own radius)
+#: so that tiled = untiled; kept here so that the torch-free onnxruntime path knows it too.
+RECEPTIVE_RADIUS = 8
 PROFILE_NAMES = ("densefuse", "standard", "vifb")
 
 

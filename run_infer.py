@@ -132,6 +132,8 @@ def run(job) -> int:
     """Join the process group under torchrun (a device this machine lacks is refused before
     anything is checked or created), then :func:`run_on`."""
     from utils import distributed as D
+    if job.backend == "onnxruntime" and not D.launched():  # the deploy path imports no torch
+        return run_on(job, "cpu", D.SINGLE)
     from utils.devices import resolve_device
     try:
         ctx, device = D.start(resolve_device(job.device))

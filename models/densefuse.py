@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from configs import RECEPTIVE_RADIUS
 from models.fusion import Strategy, get_strategy
 
 
@@ -102,7 +103,7 @@ class DenseFuse(nn.Module):
 
     #: Layers applied in sequence on each path; the receptive field of ``decode(encode(x))``
     #: is (2 * 8 + 1) pixels, so a tile halo of 8 pixels reproduces the untiled result.
-    RECEPTIVE_RADIUS = 8
+    RECEPTIVE_RADIUS = RECEPTIVE_RADIUS
 
     def __init__(self, channels: int = 1, final_relu: bool = False):
         super().__init__()

@@ -262,8 +262,10 @@ def test_cli_choices_in_configs_match_the_library():
     import torch
 
     import configs
-    from models.fusion import STRATEGIES, apply_output_mode
+    from models.fusion import STRATEGIES, apply_output_mode, takes_radius
+    from utils.fusion import postprocess
     assert sorted(configs.STRATEGY_NAMES) == sorted(STRATEGIES)
+    assert sorted(configs.RADIUS_STRATEGIES) == sorted(s for s in STRATEGIES if takes_radius(s))
     assert sorted(configs.PROFILE_NAMES) == sorted(M.PROFILES)
     y = torch.tensor([[[-0.5, 0.25], [0.75, 1.5]]])
     for mode in configs.OUTPUT_MODES:
@@ -271,6 +273,24 @@ def test_cli_choices_in_configs_match_the_library():
         assert float(out.min()) >= 0 and float(out.max()) <= 1, mode
     with pytest.raises(ValueError, match="unknown output mode"):
         apply_output_mode(y, "stretch")
+    with pytest.raises(ValueError, match="unknown output mode"):
+        postprocess(y[0].numpy(), "stretch")
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (20, 30, 3)])
+def test_the_numpy_output_modes_are_the_torch_ones_bit_for_bit(shape):
+    """utils.fusion.postprocess (numpy, for the torch-free path) and models.fusion.apply_output_mode
+    (torch batches) compute the same float32 operations: the same bits, a constant image included."""
+    import torch
+
+    from models.fusion import apply_output_mode
+    from utils.fusion import postprocess
+    y = np.random.default_rng(0).normal(0.5, 0.6, shape).astype(np.float32)
+    for image in (y, np.full(shape, 1.7, np.float32), np.full(shape, 0.3, np.float32)):
+        for mode in ("minmax", "clip"):
+            ref = apply_output_mode(torch.from_numpy(image)[None], mode)[0].numpy()
+            got = postprocess(image, mode)
+            assert got.dtype == np.float32 and np.array_equal(got, ref), mode
 
 
 def test_qabf_and_its_paper_variant_share_their_gradients():

@@ -55,3 +55,20 @@ def test_reflection_padding_not_zero_padding():
     with torch.no_grad():
         f = m.encode(torch.full((1, 1, 12, 12), 0.7))
     assert torch.allclose(f, f[..., 6:7, 6:7].expand_as(f), atol=1e-6)
+
+
+def test_the_receptive_radius_is_the_networks():
+    """configs.RECEPTIVE_RADIUS (the tile halo of both backends) is how far decode(encode(x))
+    sees: one changed pixel moves outputs exactly up to 8 pixels away and none further
+    (in float64, so that "none" is exact)."""
+    from configs import RECEPTIVE_RADIUS
+    torch.manual_seed(0)
+    model = DenseFuse().double().eval()
+    x = torch.rand(1, 1, 41, 41, dtype=torch.float64)
+    y = x.clone()
+    y[0, 0, 20, 20] += 1.0
+    with torch.no_grad():
+        changed = (model(x) - model(y)).abs()[0, 0] > 0
+    rows, cols = torch.nonzero(changed, as_tuple=True)
+    reach = int(torch.maximum((rows - 20).abs(), (cols - 20).abs()).max())
+    assert reach == RECEPTIVE_RADIUS == DenseFuse.RECEPTIVE_RADIUS

@@ -20,7 +20,8 @@ from utils.images import load_image, to_uint8
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from utils.onnx_graph import OnnxNetwork, export_onnx, read_metadata  # noqa: E402
+from utils.onnx_backend import OnnxNetwork, read_metadata  # noqa: E402
+from utils.onnx_graph import export_onnx  # noqa: E402
 
 #: One TNO and one RoadScene pair, cropped to odd sizes (dynamic height and width are exercised).
 PAIRS = [(ROOT / "data_test/Tno/IR1.png", ROOT / "data_test/Tno/VIS1.png", (269, 359)),
@@ -105,11 +106,10 @@ def test_colour_network_exports(tmp_path):
     model = DenseFuse(channels=3).eval()
     path = tmp_path / "rgb.onnx"
     assert export_onnx(model, path, strategy="l1_norm", radius=1)["model_args"]["channels"] == 3
-    x = torch.rand(2, 3, 31, 45, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        ref = TorchNetwork(model, "l1_norm", 1)(x)
+    x = torch.rand(2, 3, 31, 45, generator=torch.Generator().manual_seed(2)).numpy()
+    ref = TorchNetwork(model, "l1_norm", 1)(x)
     got = OnnxNetwork(path)(x)
-    assert got.shape == (1, 3, 31, 45) and float((got - ref).abs().max()) <= 1e-4
+    assert got.shape == (1, 3, 31, 45) and float(np.abs(got - ref).max()) <= 1e-4
 
 
 @pytest.mark.parametrize("part", ["encoder", pytest.param("decoder", marks=pytest.mark.slow)])  # 1.5 s each
@@ -192,17 +192,3 @@ def test_run_infer_refuses_a_graph_of_another_source_count(exported, tmp_path, c
     assert run_infer.main(["--backend", "onnxruntime", "--weights", str(exported["add"]), "--inputs",
                            *map(str, files), "--output_path", str(tmp_path / "out")]) == 2
     assert "fuses 2 images; these sets have 3" in capsys.readouterr().err and not (tmp_path / "out").exists()
-
-
-@pytest.mark.slow  # 6 s: a fresh process importing torch
-def test_the_onnxruntime_backend_does_not_import_the_onnx_package(add_graph, tmp_path):
-    """The metadata is read through onnxruntime's own session (the one that fuses): the onnx
-    package (a second of imports) is not loaded. (torch still is: issue #34.)"""
-    import subprocess
-    ir, vis = write_gray(tmp_path / "a.png", 20, 24, 1), write_gray(tmp_path / "b.png", 20, 24, 2)
-    code = ("import sys, run_infer\n"
-            f"rc = run_infer.main(['--backend', 'onnxruntime', '--weights', {str(add_graph)!r}, '--ir', {str(ir)!r}, "
-            f"'--vis', {str(vis)!r}, '--output_path', {str(tmp_path / 'o')!r}])\n"
-            "print(rc, 'onnx' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "0 False", out.stdout + out.stderr

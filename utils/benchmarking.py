@@ -22,7 +22,7 @@ import torch
 from configs import ROOT
 from models.densefuse import DenseFuse
 from utils.devices import keep_freed_memory
-from utils.fusion import CPU_TILE, FuseSettings, fuse_gray, postprocess, prepare_model
+from utils.fusion import FuseSettings, fuse_gray, postprocess, prepare_model
 from utils.images import to_uint8
 from utils.losses import DenseFuseLoss
 
@@ -71,10 +71,9 @@ def bf16_autocast(device, enabled: bool = True):
 VARIANTS = ("naive", "naive_keep_memory", "ours")
 #: The runtime a deploying user would pick instead (issue #20), on an ONNX export of the same
 #: weights with as many intra-op threads as torch uses: ``onnxruntime``, one session.run on the
-#: whole image, as a plain deployment script does; ``onnxruntime_tiled``, the same file through
-#: this project's 192-pixel CPU tiles (which ``run_infer.py --backend onnxruntime`` does not use,
-#: being slower: see ``OnnxNetwork.whole_images``). Timed only when onnxruntime
-#: and onnx are installed.
+#: whole image, as a plain deployment script does; ``onnxruntime_tiled``, the same file as
+#: ``run_infer.py --backend onnxruntime`` runs it (``OnnxNetwork``, its session options and
+#: tiles). Timed only when onnxruntime, onnx and onnxscript are installed.
 ORT_VARIANTS = ("onnxruntime", "onnxruntime_tiled")
 
 
@@ -85,7 +84,7 @@ def have_onnxruntime() -> bool:
 
 def ort_session(path: str):
     """A CPU session with torch's thread count, so both runtimes get the same cores."""
-    from utils.onnx_graph import require
+    from utils.onnx_backend import require
     ort = require("onnxruntime")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
@@ -135,10 +134,10 @@ def fusion_child(variant: str, h: int, w: int, repeats: int, device: str, out: s
         session, feeds = ort_session(onnx), {"source0": ir_np[None, None], "source1": vis_np[None, None]}
         fuse = lambda: session.run(None, feeds)[0][0, 0]  # noqa: E731
     elif variant in ("ours", "onnxruntime_tiled"):
-        from utils.onnx_graph import OnnxNetwork
+        from utils.onnx_backend import OnnxNetwork
         net = OnnxNetwork(Path(onnx), torch.get_num_threads()) if variant == "onnxruntime_tiled" else \
             prepare_model(model, device)
-        settings = FuseSettings("add", tile=CPU_TILE if variant == "onnxruntime_tiled" else 0, device=device)
+        settings = FuseSettings("add", tile=0, device=device)
         fuse = lambda: fuse_gray(net, ir_np, vis_np, settings)  # noqa: E731
     else:
         fuse = lambda: naive_fuse(model, ir, vis)[0, 0].cpu().numpy()  # noqa: E731

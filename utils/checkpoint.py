@@ -10,7 +10,6 @@ without ``model_args`` means that network); their SHA-256 is checked whenever th
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import nn
 from models.densefuse import DenseFuse
 from utils import official
 from utils.errors import WeightsError
-from utils.files import atomic_write
+from utils.files import atomic_write, sha256_file
 
 FORMAT = "densefuse-pytorch/1"
 #: Exported weights: the model and its arguments only.
@@ -60,14 +59,6 @@ def save_checkpoint(path, model: nn.Module, config: dict, epoch: int, step: int,
         **extra,
     }
     atomic_torch_save(payload, path)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def torch_load(path: str | os.PathLike):

@@ -145,3 +145,13 @@ def writing_into(folder: str | os.PathLike, final_names: re.Pattern):
         yield removed
     finally:
         os.close(fd)  # releases the lock
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex (read in 1 MiB pieces)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

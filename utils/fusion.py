@@ -1,7 +1,7 @@
 """Fusion pipeline: two images in, one fused 8-bit image out.
 
 encode(IR), encode(VIS) -> strategy -> decode (paper Fig. 3). Images are processed in tiles with
-a halo: every output pixel depends only on inputs within ``DenseFuse.RECEPTIVE_RADIUS`` (8)
+a halo: every output pixel depends only on inputs within ``configs.RECEPTIVE_RADIUS`` (8)
 pixels plus the strategy's own radius, and reflection padding happens only at true image
 borders, so tiled and untiled results are identical.
 
@@ -9,6 +9,10 @@ Speed (run_scripts/benchmark.py): on CPU the network is memory-bound when untile
 tiles keep a tile's activations in cache, the channels-last layout lets oneDNN use its fastest
 convolutions, and the two encoders run as one batch of 2. Together about 2.5x the plain eager
 loop. On CUDA images are tiled only when very large.
+
+Everything here works on numpy float32 arrays and imports no torch: the network is a call
+``(N,C,h,w) array -> (1,C,h,w) array`` with a ``halo`` and ``channels``, :class:`TorchNetwork`
+(which imports torch when built) or ``utils.onnx_backend.OnnxNetwork`` (which never does).
 """
 from __future__ import annotations
 
@@ -16,13 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from configs import OUTPUT_MODES, FuseConfig
-from models.densefuse import DenseFuse
-from models.fusion import STRATEGIES, apply_output_mode, get_strategy, strategy_radius, takes_radius
+from configs import OUTPUT_MODES, RADIUS_STRATEGIES, RECEPTIVE_RADIUS, STRATEGY_NAMES, FuseConfig
 from utils.images import as_rgb, load_image, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
+from utils.log import progress_bar
 
 #: CPU tile size: the fastest measured on a 2-core Xeon (96-256 are all within 10 %).
 CPU_TILE = 192
@@ -47,62 +48,75 @@ class FuseSettings:
     device: str = "cpu"
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown fusion strategy {self.strategy!r}; choose from {sorted(STRATEGIES)}")
+        if self.strategy not in STRATEGY_NAMES:
+            raise ValueError(f"unknown fusion strategy {self.strategy!r}; choose from {sorted(STRATEGY_NAMES)}")
         if self.output_mode not in OUTPUT_MODES:
             raise ValueError(f"unknown output mode {self.output_mode!r}; choose from {OUTPUT_MODES}")
 
     def pixels(self) -> dict:
         """The settings that decide the fused pixels (tile size and device do not: tiling is exact)."""
-        return {"strategy": self.strategy, "l1_radius": self.l1_radius if takes_radius(self.strategy) else None,
+        return {"strategy": self.strategy, "l1_radius": self.l1_radius if self.strategy in RADIUS_STRATEGIES else None,
                 "output_mode": self.output_mode}
 
 
-def prepare_model(model: DenseFuse, device: torch.device | str = "cpu") -> DenseFuse:
-    """The model on ``device`` in eval mode with channels-last weights (faster convolutions)."""
+def prepare_model(model, device="cpu"):
+    """The DenseFuse ``model`` on ``device`` in eval mode with channels-last weights (faster
+    convolutions)."""
+    import torch
     return model.to(device).eval().to(memory_format=torch.channels_last)
 
 
 class TorchNetwork:
-    """The network call of the PyTorch path: N source tiles (N,C,h,w) -> fused tile (1,C,h,w).
+    """The network call of the PyTorch path: N source tiles (N,C,h,w) float32 array -> fused
+    tile (1,C,h,w) float32 array, on the model's device.
 
     All sources go through the encoder as one batch, in channels-last layout; the strategy gets
     the N feature maps in source order. ``halo``: how far an output pixel sees (for exact tiling).
-    The onnxruntime path (``utils/onnx_graph.OnnxNetwork``) offers the same call, so everything
+    The onnxruntime path (``utils.onnx_backend.OnnxNetwork``) offers the same call, so everything
     else in this module serves both.
     """
 
-    def __init__(self, model: DenseFuse, strategy: str = "add", radius: int = 1):
+    def __init__(self, model, strategy: str = "add", radius: int = 1):
+        from models.fusion import get_strategy, strategy_radius
         self.model, self.fn = model, get_strategy(strategy, radius)
-        self.halo = DenseFuse.RECEPTIVE_RADIUS + strategy_radius(strategy, radius)
+        self.halo = RECEPTIVE_RADIUS + strategy_radius(strategy, radius)
         self.channels = model.model_args()["channels"]
+        self.device = next(model.parameters()).device
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.fuse(x.contiguous(memory_format=torch.channels_last), self.fn)
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+            return self.model.fuse(t, self.fn).float().cpu().numpy()
+
+
+def is_network(model) -> bool:
+    """Whether ``model`` is a network call already (a ``halo``), not a DenseFuse to wrap."""
+    return hasattr(model, "halo")
 
 
 def network_for(model, settings: FuseSettings):
     """A network call for ``settings``: a DenseFuse model is wrapped in :class:`TorchNetwork`;
-    anything else (an ``OnnxNetwork``) is already one and is returned as it is."""
-    if isinstance(model, torch.nn.Module):
-        return TorchNetwork(model, settings.strategy, settings.l1_radius)
-    return model
+    a network call (an ``OnnxNetwork``) is returned as it is."""
+    return model if is_network(model) else TorchNetwork(model, settings.strategy, settings.l1_radius)
 
 
 def channels_of(model) -> int:
     """Input (= output) channels of a DenseFuse model or a network call: 1 gray, 3 RGB."""
-    return model.model_args()["channels"] if isinstance(model, torch.nn.Module) else model.channels
+    return model.channels if is_network(model) else model.model_args()["channels"]
 
 
-def auto_tile(device: torch.device | str, pixels: int, whole_images: bool = False) -> int:
-    """Tile size for ``tile=0``: always :data:`CPU_TILE` on CPU; on GPU, or for a network that
-    runs ``whole_images`` faster (``OnnxNetwork``), only for huge images."""
-    if torch.device(device).type == "cpu" and not whole_images:
+def auto_tile(device: str, pixels: int, net=None) -> int:
+    """Tile size for ``tile=0``: the network's own ``auto_tile`` when it has one (``OnnxNetwork``);
+    else :data:`CPU_TILE` on CPU and, on GPU, tiles only for huge images."""
+    if own := getattr(net, "auto_tile", None):
+        return own
+    if str(device).startswith("cpu"):
         return CPU_TILE
     return AUTO_TILE_SIZE if pixels > AUTO_TILE_PIXELS else -1
 
 
-def fuse_tiled(net, x: torch.Tensor, tile: int) -> torch.Tensor:
+def fuse_tiled(net, x: np.ndarray, tile: int) -> np.ndarray:
     """``net(x)`` for a (N,C,H,W) stack of sources, computed tile by tile; exact because each
     tile carries a halo of ``net.halo`` pixels (reflection padding only at true image borders)."""
     h, w = x.shape[-2:]
@@ -116,20 +130,25 @@ def fuse_tiled(net, x: torch.Tensor, tile: int) -> torch.Tensor:
             ya, yb, xa, xb = max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo)
             part = net(x[..., ya:yb, xa:xb])
             if out is None:
-                out = torch.empty((1, part.shape[1], h, w), dtype=part.dtype, device=part.device)
+                out = np.empty((1, part.shape[1], h, w), dtype=np.float32)
             out[..., y0:y1, x0:x1] = part[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
     return out
 
 
 def postprocess(y: np.ndarray, mode: str) -> np.ndarray:
     """Map one decoded float32 image, (H,W) or (H,W,3), to [0, 1] for 8-bit saving: the output
-    mode of :func:`models.fusion.apply_output_mode` (``minmax`` or ``clip``)."""
+    mode (``minmax`` or ``clip``) of :func:`models.fusion.apply_output_mode`, which does it for
+    batches of tensors; here in numpy, for the torch-free path. The same float32 operations, so
+    the same bits (a test compares them)."""
+    y = np.asarray(y, np.float32)
     if mode not in OUTPUT_MODES:
         raise ValueError(f"unknown output mode {mode!r}; choose from {OUTPUT_MODES}")
-    return apply_output_mode(torch.from_numpy(np.asarray(y, np.float32))[None], mode)[0].numpy()
+    lo, hi = y.min(), y.max()
+    if mode == "minmax" and hi > lo:
+        return (y - lo) / (hi - lo)
+    return np.clip(y, np.float32(0), np.float32(1))  # clip, and minmax of a constant image
 
 
-@torch.inference_mode()
 def fuse_sources(model, sources: list[np.ndarray], settings: FuseSettings = FuseSettings()) -> np.ndarray:
     """Fuse N >= 2 registered float32 [0,1] images, in order, through the network as they are:
     (H,W) gray images for a gray network, (H,W,3) RGB ones for an RGB network. Returns the raw
@@ -145,11 +164,9 @@ def fuse_sources(model, sources: list[np.ndarray], settings: FuseSettings = Fuse
     if c != net.channels:
         raise ValueError(f"a {net.channels}-channel network cannot fuse {c}-channel images")
     stack = np.stack(sources)
-    x = torch.from_numpy(stack[:, None] if c == 1 else np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
-    tile = (auto_tile(s.device, sources[0].shape[0] * sources[0].shape[1], getattr(net, "whole_images", False))
-            if s.tile == 0 else s.tile)
-    out = fuse_tiled(net, x.to(s.device), tile) if tile > 0 else net(x.to(s.device))
-    out = out[0].float().cpu().numpy()
+    x = stack[:, None] if c == 1 else np.ascontiguousarray(stack.transpose(0, 3, 1, 2))
+    tile = auto_tile(s.device, sources[0].shape[0] * sources[0].shape[1], net) if s.tile == 0 else s.tile
+    out = (fuse_tiled(net, x, tile) if tile > 0 else net(x))[0]
     check_output(out, sources)
     return out[0] if c == 1 else out.transpose(1, 2, 0)
 
@@ -221,8 +238,8 @@ def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),
     images already decoded (run_infer.py decodes each input once, for its check, and reuses it)."""
     out_dir = Path(out_dir)
     read = images or (lambda pair: tuple(load_image(f) for f in pair.sources))
-    for pair in tqdm(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None,
-                     disable=None if progress else True):
+    for pair in progress_bar(pairs, desc=desc or out_dir.name, unit="pair", leave=desc is not None,
+                             disable=None if progress else True):
         try:
             fused = fuse_images(model, *read(pair), settings=settings)
         except FusionError as e:

@@ -113,13 +113,14 @@ def check_inputs(sets: list[FuseSet], decoded: Decoded, unpaired: list[str], ski
     problems at once (if ``report``), with the files without a partner, and stop (JobError)
     unless ``skip_bad``. Returns the sets with their good pairs only, and whether any input was
     bad; the registrations are kept in ``decoded.registrations``."""
-    from tqdm import tqdm
+    from utils.log import progress_bar
     bad: list[str] = list(unpaired)
     checked = []
     every_input = run_inputs(sets)
     for s in sets:
         good = []
-        for pair in tqdm(s.pairs, desc="checking inputs", leave=False, disable=True if len(s.pairs) < 20 else None):
+        for pair in progress_bar(s.pairs, desc="checking inputs", leave=False,
+                                 disable=True if len(s.pairs) < 20 else None):
             problems, images, reg = pair_problems(pair, s.out_dir, every_input, report, align)
             bad += problems
             if not problems:

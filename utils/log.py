@@ -39,3 +39,13 @@ def get_logger() -> logging.Logger:
 
 
 log = get_logger()
+
+
+def progress_bar(iterable, **kwargs):
+    """``tqdm(iterable, **kwargs)``, or the iterable as it is where tqdm is not installed (the
+    torch-free deploy install, requirements-deploy.txt, goes without it)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, **kwargs)

@@ -2,7 +2,7 @@
 RGB), a file given with ``--weights``, or an exported ONNX graph run by onnxruntime.
 
 Everything here raises :class:`utils.errors.JobError` with a message for the user; the loaders
-below it (``utils.checkpoint``, ``utils.onnx_graph``) raise ``WeightsError``.
+below it (``utils.checkpoint``, ``utils.onnx_backend``) raise ``WeightsError``.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def onnx_fusion_metadata(weights: Path | None, strategy: str | None, l1_radius: 
     if weights is None or weights.suffix.lower() != ".onnx":
         raise JobError("--backend onnxruntime needs --weights FILE.onnx (python -m run_scripts.export_onnx "
                        "WEIGHTS -o FILE.onnx)")
-    from utils.onnx_graph import read_metadata
+    from utils.onnx_backend import read_metadata
     if not weights.is_file():
         raise JobError(f"{weights}: file not found")
     try:
@@ -70,8 +70,8 @@ def onnx_fusion_metadata(weights: Path | None, strategy: str | None, l1_radius: 
 
 def load_onnx_network(path: Path, meta: dict):
     """``(OnnxNetwork, info)`` for an exported graph whose metadata was read already."""
-    from utils.checkpoint import sha256_file
-    from utils.onnx_graph import OnnxNetwork
+    from utils.files import sha256_file
+    from utils.onnx_backend import OnnxNetwork
     try:
         net = OnnxNetwork(path, meta=meta)
     except WeightsError as e:

@@ -1,0 +1,115 @@
+"""The deploy path: ``run_infer.py --backend onnxruntime`` with numpy, Pillow and onnxruntime
+only (requirements-deploy.txt), tiled exactly, as the torch path."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from utils.fusion import FuseSettings, fuse_images
+from utils.images import load_image
+
+pytest.importorskip("onnxruntime")
+
+#: Packages a fresh process must not be able to import: what requirements-deploy.txt leaves out.
+ABSENT = ("torch", "onnx", "onnxscript", "scipy", "tqdm", "cv2", "matplotlib", "pywt", "pytorch_msssim")
+
+#: Run in a fresh process in which importing any of ABSENT fails as if it were not installed
+#: (a finder ahead of every other), then report which third-party top-level modules were loaded.
+CHILD = """
+import importlib.abc, json, sys
+ABSENT = {absent!r}
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ABSENT:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, NotInstalled())
+before = set(sys.modules)
+{body}
+third = sorted({{m.split(".")[0] for m in set(sys.modules) - before}} - set(sys.stdlib_module_names))
+print(json.dumps({{"result": result, "loaded": third}}))
+"""
+
+
+def run_child(body: str) -> dict:
+    code = CHILD.format(absent=ABSENT, body=body)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_onnxruntime_backend_runs_without_torch(add_graph, tmp_path):
+    """A fusion on the onnxruntime backend, tiled and in colour, in a process where torch, onnx,
+    SciPy, tqdm and OpenCV cannot be imported: it succeeds, every third-party module it loads is
+    one that importing numpy, Pillow and onnxruntime loads (requirements-deploy.txt is complete),
+    and the image equals the torch backend's within one level."""
+    from PIL import Image
+
+    from configs import SHIPPED_WEIGHTS
+    from utils.checkpoint import load_model
+    from utils.fusion import prepare_model
+    ir, vis = ROOT / "data_test/Road/ir/FLIR_00211.jpg", ROOT / "data_test/Road/vi/FLIR_00211.jpg"
+    out = tmp_path / "out"
+    argv = ["--backend", "onnxruntime", "--weights", str(add_graph), "--ir", str(ir), "--vis", str(vis),
+            "--output_path", str(out), "--tile", "96"]
+    base = run_child("import numpy, PIL.Image, PIL.PngImagePlugin, onnxruntime\nresult = None")["loaded"]
+    child = run_child(f"import run_infer\nresult = run_infer.main({argv!r})")
+    assert child["result"] == 0
+    assert set(child["loaded"]) - set(base) == {"run_infer", "configs", "utils"}, child["loaded"]
+    fused = sorted(out.rglob("*.png"))
+    assert [f.parent.name for f in fused] == ["pair_onnxruntime"]
+    got = np.asarray(Image.open(fused[0]))
+    ref = fuse_images(prepare_model(load_model(SHIPPED_WEIGHTS)[0]), load_image(ir, gray=True), load_image(vis),
+                      settings=FuseSettings("add", tile=-1))
+    assert got.shape == ref.shape == (*load_image(vis).shape[:2], 3)
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_tiling_on_onnxruntime_is_exact_and_needs_its_halo(add_graph):
+    """The onnxruntime network in 40-pixel tiles gives the untiled output (bit for bit on this
+    machine; 5e-6 allows kernels that round differently by shape), and the same tiles with a halo
+    one pixel short of the receptive field do not (4e-5 here: the outermost ring weighs little,
+    but it counts)."""
+    from utils.fusion import fuse_sources
+    from utils.onnx_backend import OnnxNetwork
+    ir = load_image(ROOT / "data_test/Tno/IR1.png")[:101, :133]
+    vis = load_image(ROOT / "data_test/Tno/VIS1.png")[:101, :133]
+    net = OnnxNetwork(add_graph)
+    whole = fuse_sources(net, [ir, vis], FuseSettings("add", tile=-1))
+    tiled = fuse_sources(net, [ir, vis], FuseSettings("add", tile=40))
+    assert np.abs(tiled - whole).max() <= 5e-6
+    net.halo -= 1
+    short = fuse_sources(net, [ir, vis], FuseSettings("add", tile=40))
+    assert np.abs(short - whole).max() > 2e-5
+
+
+def test_onnxruntime_tiles_by_default(add_graph):
+    """--tile 0 on this backend means its own tile size (memory bounded, docs/deploy.md)."""
+    from utils.fusion import auto_tile
+    from utils.onnx_backend import OnnxNetwork
+    assert auto_tile("cpu", 3840 * 2160, OnnxNetwork(add_graph)) == OnnxNetwork.auto_tile == 256
+    assert auto_tile("cpu", 3840 * 2160) == 192
+
+
+@pytest.mark.slow  # 25 s: a 4K pair in a fresh process
+def test_a_4k_pair_fuses_in_under_a_gibibyte(add_graph, tmp_path):
+    """Peak memory (the child's maximum resident set) of run_infer.py --backend onnxruntime on a
+    3840x2160 pair stays under 1 GiB: the tiles bound the network's memory."""
+    import os
+
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for name in ("ir", "vis"):
+        Image.fromarray(rng.integers(0, 256, (2160, 3840), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    proc = subprocess.Popen([sys.executable, "run_infer.py", "--backend", "onnxruntime", "--weights", str(add_graph),
+                             "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                             "--output_path", str(tmp_path / "out")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read().decode()[-2000:]
+    assert usage.ru_maxrss * 1024 < 2 ** 30, f"peak {usage.ru_maxrss / 1024:.0f} MiB"
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 1
