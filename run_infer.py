@@ -121,11 +121,12 @@ def add_network_flags(g) -> None:
     g.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda")
     g.add_argument("--tile", type=int, default=d.tile,
                    help=f"tile size (exact, with a halo), at least {MIN_TILE}; 0 = automatic (192 on CPU, "
-                        "for speed; on GPU only above 1600x1600 pixels), -1 = never")
+                        "for speed; on GPU only above 1600x1600 pixels; 256 with --backend onnxruntime), -1 = never")
     g.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="torch = this repository's PyTorch path (fastest here: docs/performance.md); onnxruntime "
-                        "= run an exported fusion graph (--weights FILE.onnx from python -m run_scripts.export_onnx; "
-                        "CPU; needs pip install onnx onnxruntime); results go to <Set>_fusion..._onnxruntime/")
+                   help="torch = this repository's PyTorch path; onnxruntime = run an exported fusion graph "
+                        "(--weights FILE.onnx from python -m run_scripts.export_onnx) on the CPU, without torch: "
+                        "pip install -r requirements-deploy.txt is enough (docs/deploy.md); results go to "
+                        "<Set>_fusion..._onnxruntime/")
 
 
 def run(job) -> int:

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "section runs; its numbers mean nothing")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["startup", "fusion", "infer", "training", "memory", "registration", "data"],
+                   choices=["startup", "fusion", "infer", "training", "memory", "registration", "data", "deploy"],
                    help="parts to leave out")
     p.add_argument("--amp", action="store_true",
                    help="also time the project's fusion and training step under bf16 autocast "
@@ -221,6 +221,14 @@ def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
         res["training"] = B.bench_training(dev, [2] if smoke else [2, 16], 16 if smoke else 256, reps,
                                            args.micro_batch, peak, amp, fresh=not (args.in_process or args.smoke))
         print_training(res["training"], where)
+    if "deploy" not in args.skip and dev == "cpu":
+        from utils.benchmarking import have_onnxruntime
+        if have_onnxruntime():
+            from utils.benchmarking_deploy import bench_deploy, print_deploy
+            res["deploy"] = bench_deploy(reps, smoke, fresh=not (args.in_process or smoke))
+            print_deploy(res["deploy"])
+        else:
+            print("\ndeploy: skipped (pip install onnx onnxscript onnxruntime)")
     if "memory" not in args.skip:
         h, w = (64, 96) if smoke else (2160, 3840)
         try_untiled = smoke or B.available_mib() > 16_000
@@ -235,7 +243,8 @@ def main(argv=None) -> int:
     from utils import benchmarking as B
     if args._child:
         kwargs = json.loads(args._child)
-        print(json.dumps(B.CHILDREN[kwargs.pop("kind")](**kwargs)))
+        from utils.benchmarking_deploy import CHILDREN as DEPLOY_CHILDREN
+        print(json.dumps({**B.CHILDREN, **DEPLOY_CHILDREN}[kwargs.pop("kind")](**kwargs)))
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)

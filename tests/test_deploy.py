@@ -3,8 +3,10 @@ only (requirements-deploy.txt), tiled exactly, as the torch path."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +33,8 @@ sys.meta_path.insert(0, NotInstalled())
 before = set(sys.modules)
 {body}
 third = sorted({{m.split(".")[0] for m in set(sys.modules) - before}} - set(sys.stdlib_module_names))
-print(json.dumps({{"result": result, "loaded": third}}))
+files = sorted(getattr(m, "__file__", None) or "" for m in list(sys.modules.values()))
+print(json.dumps({{"result": result, "loaded": third, "files": files}}))
 """
 
 
@@ -40,6 +43,20 @@ def run_child(body: str) -> dict:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def deploy_stage_copies() -> set[str]:
+    """What the Dockerfile's deploy target copies from the checkout (files and folders)."""
+    stage = (ROOT / "Dockerfile").read_text().split("AS deploy", 1)[1].split("\nFROM ", 1)[0]
+    return {src.rstrip("/") for line in stage.splitlines() if line.startswith("COPY ")
+            for src in line.split()[1:-1]}
+
+
+def test_the_deploy_requirements_are_numpy_pillow_and_onnxruntime():
+    lines = (ROOT / "requirements-deploy.txt").read_text().splitlines()
+    names = {re.split(r"[<>=!~ ]", line, maxsplit=1)[0].lower() for line in lines if line and not line.startswith("#")}
+    assert names == {"numpy", "pillow", "onnxruntime"}
+    assert "requirements-deploy.txt" in deploy_stage_copies()
 
 
 def test_the_onnxruntime_backend_runs_without_torch(add_graph, tmp_path):
@@ -60,6 +77,9 @@ def test_the_onnxruntime_backend_runs_without_torch(add_graph, tmp_path):
     child = run_child(f"import run_infer\nresult = run_infer.main({argv!r})")
     assert child["result"] == 0
     assert set(child["loaded"]) - set(base) == {"run_infer", "configs", "utils"}, child["loaded"]
+    ours = [Path(f).relative_to(ROOT) for f in child["files"] if f.startswith(str(ROOT))]
+    copied = deploy_stage_copies()
+    assert all(f.parts[0] in copied or str(f) in copied for f in ours), (ours, copied)
     fused = sorted(out.rglob("*.png"))
     assert [f.parent.name for f in fused] == ["pair_onnxruntime"]
     got = np.asarray(Image.open(fused[0]))
@@ -99,17 +119,32 @@ def test_onnxruntime_tiles_by_default(add_graph):
 def test_a_4k_pair_fuses_in_under_a_gibibyte(add_graph, tmp_path):
     """Peak memory (the child's maximum resident set) of run_infer.py --backend onnxruntime on a
     3840x2160 pair stays under 1 GiB: the tiles bound the network's memory."""
-    import os
-
     from PIL import Image
+
+    from utils.benchmarking_deploy import run_measured
     rng = np.random.default_rng(0)
     for name in ("ir", "vis"):
         Image.fromarray(rng.integers(0, 256, (2160, 3840), dtype=np.uint8)).save(tmp_path / f"{name}.png")
-    proc = subprocess.Popen([sys.executable, "run_infer.py", "--backend", "onnxruntime", "--weights", str(add_graph),
-                             "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
-                             "--output_path", str(tmp_path / "out")], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read().decode()[-2000:]
-    assert usage.ru_maxrss * 1024 < 2 ** 30, f"peak {usage.ru_maxrss / 1024:.0f} MiB"
+    _, peak_mib = run_measured([sys.executable, "run_infer.py", "--backend", "onnxruntime", "--weights",
+                                str(add_graph), "--ir", str(tmp_path / "ir.png"), "--vis", str(tmp_path / "vis.png"),
+                                "--output_path", str(tmp_path / "out")], tmp_path / "log.txt")
+    assert peak_mib < 1024, f"peak {peak_mib:.0f} MiB"
     assert len(list((tmp_path / "out").rglob("*.png"))) == 1
+
+
+@pytest.mark.slow  # 15 s: an export and eleven small processes
+def test_the_deploy_benchmark_runs_and_reports_consistently(tmp_path):
+    """The benchmark's deploy part (--smoke sizes) runs every contestant, the plain script and the
+    backend write the same 8-bit image, and its ratio is the one of the times it reports."""
+    from run_scripts import benchmark
+    from utils.benchmarking_deploy import OPTION_VARIANTS
+    out = tmp_path / "b.json"
+    assert benchmark.main(["--smoke", "--skip", "startup", "fusion", "infer", "training", "memory", "registration",
+                           "data", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["deploy"]
+    assert r["max_level_diff_vs_plain"] == 0
+    assert r["onnxruntime_over_plain"] == pytest.approx(r["plain_onnxruntime"]["seconds"]
+                                                        / r["run_infer_onnxruntime"]["seconds"])
+    assert sorted(r["options_s"]) == sorted(OPTION_VARIANTS) and all(v > 0 for v in r["options_s"].values())
+    for name in ("plain_onnxruntime", "run_infer_torch", "run_infer_onnxruntime", "onnxruntime_4k"):
+        assert 20 < r[name]["peak_mib"] < 4096, name  # a process's own peak, not its parent's
