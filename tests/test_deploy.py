@@ -148,3 +148,23 @@ def test_the_deploy_benchmark_runs_and_reports_consistently(tmp_path):
     assert sorted(r["options_s"]) == sorted(OPTION_VARIANTS) and all(v > 0 for v in r["options_s"].values())
     for name in ("plain_onnxruntime", "run_infer_torch", "run_infer_onnxruntime", "onnxruntime_4k"):
         assert 20 < r[name]["peak_mib"] < 4096, name  # a process's own peak, not its parent's
+
+
+@pytest.mark.slow  # 2 min: every bundled set through both backends
+def test_both_backends_agree_within_one_level_on_the_bundled_sets(add_graph, tmp_path):
+    """run_infer.py on data_test/ (TNO, RoadScene, Lytro; gray and colour) with the torch backend
+    and with the onnxruntime one on an export of the same weights: every 8-bit image within one level."""
+    from PIL import Image
+
+    import run_infer
+    base = ["--test_path", str(ROOT / "data_test"), "--output_path", str(tmp_path)]
+    assert run_infer.main(base) == 0
+    assert run_infer.main([*base, "--backend", "onnxruntime", "--weights", str(add_graph)]) == 0
+    compared = 0
+    for torch_dir in sorted(p for p in tmp_path.iterdir() if p.name.endswith("_fusion")):
+        for png in sorted(torch_dir.glob("*.png")):
+            a = np.asarray(Image.open(png), np.int16)
+            b = np.asarray(Image.open(tmp_path / f"{torch_dir.name}_onnxruntime" / png.name), np.int16)
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1, png
+            compared += 1
+    assert compared >= 21 + 50 + 3

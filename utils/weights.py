@@ -29,14 +29,28 @@ def pick_weights(weights: Path | None, ssim_weight: int | None, rgb: bool) -> Pa
     return weights
 
 
+#: Networks loaded in this process, by (file, its time and size, λ): a long-lived process (the web
+#: demo) loads each once; a changed file is loaded again.
+_LOADED: dict = {}
+
+
 def load_torch_weights(path: Path, ssim_weight: int | None, explicit: bool):
     """``(model, info)`` of :func:`utils.checkpoint.load_model`; ``ssim_weight`` with an
     ``explicit`` file that holds one network is an error (it would be silently ignored)."""
+    import os
+
     from utils.checkpoint import load_model
+    st = os.stat(path) if os.path.isfile(path) else None  # else load_model says what is wrong
+    key = st and (os.path.realpath(path), st.st_mtime_ns, st.st_size, ssim_weight)
     try:
-        model, info = load_model(path, ssim_weight)
+        loaded = _LOADED.get(key) or load_model(path, ssim_weight)
     except WeightsError as e:
         raise JobError(str(e)) from None
+    if key:
+        if len(_LOADED) >= 6:
+            _LOADED.clear()
+        _LOADED[key] = loaded
+    model, info = loaded
     if explicit and ssim_weight is not None and not info["kind"].startswith("official TensorFlow"):
         raise JobError(f"--ssim_weight {ssim_weight} was given with --weights {path}, which holds one "
                        f"network ({info['kind']}): leave out --weights to take the shipped lambda = "
