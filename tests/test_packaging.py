@@ -15,7 +15,8 @@ DISTRIBUTION = {"PIL": "pillow", "pywt": "pywavelets", "skimage": "scikit-image"
                 "pytorch_msssim": "pytorch-msssim", "cv2": "opencv-python-headless"}
 #: Optional features: their modules import these packages only on the code paths that use them.
 OPTIONAL = {"utils/registration.py": "requirements-align.txt", "run_scripts/benchmark.py": "requirements-align.txt",
-            "run_scripts/bench_ort_fusion.py": "requirements-dev.txt"}  # the benchmark's onnxruntime contestant
+            "run_scripts/bench_ort_fusion.py": "requirements-dev.txt",  # the benchmark's onnxruntime contestant
+            "run_scripts/demo.py": "requirements-demo.txt"}
 
 
 def requirements(name: str = "requirements.txt") -> dict[str, str]:
