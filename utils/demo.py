@@ -9,6 +9,7 @@ print, never a traceback.
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
@@ -105,7 +106,6 @@ def fuse_request(sources: list[Path], root: Path, weights: str = DEFAULT_WEIGHTS
     fused = next(out.rglob("*.png"))
     reg = fused.parent / "registered"
     shown = sorted(reg.glob("*/*.png")) if reg.is_dir() else list(sources)
-    import json
     record = fused.parent / SETTINGS_FILE
     rows = score(shown, fused, metrics) if len(sources) == 2 else []
     return Result(fused, record, shown, rows, json.loads(record.read_text()))
