@@ -67,6 +67,10 @@ STRATEGY_NAMES = ("add", "l1_norm", "max", "mean")
 #: ``models.fusion.takes_radius``.
 RADIUS_STRATEGIES = ("l1_norm",)
 OUTPUT_MODES = ("minmax", "clip")
+#: The output mode of videos and frame sequences (their default): one stretch for every frame,
+#: fixed from the first CALIBRATION_FRAMES frames' decoder outputs (utils/sequences.py).
+SEQUENCE_MODE = "sequence"
+CALIBRATION_FRAMES = 8
 #: How far (pixels) an output pixel of ``decode(encode(x))`` sees: nine 3x3 convolutions less the
 #: last, each adding 1 (models/densefuse.py). Tiles carry this halo (plus a strategy's own radius)
 #: so that tiled = untiled; kept here so that the torch-free onnxruntime path knows it too.

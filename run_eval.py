@@ -5,6 +5,7 @@
     python run_eval.py --fused ... --test_path ... --profile densefuse
     python run_eval.py --fused out/ours out/theirs --names Ours Theirs --test_path data_test/Tno \
         --std --markdown table.md --latex table.tex
+    python run_eval.py --sequence data_result/video/ir_vis.mp4 --every 10    # a fused video
 
 Several --fused folders score several methods on the same pairs and print one comparison table
 (mean per method and metric, the best marked, the direction of each metric stated); --csv and
@@ -33,8 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Several processes: torchrun --nproc_per_node N run_eval.py ... shares the "
                                        "scoring; rank 0 writes the one table. See docs/distributed.md.",
                                 formatter_class=DefaultsFormatter)
-    p.add_argument("--fused", required=True, nargs="+", metavar="DIR",
+    p.add_argument("--fused", nargs="+", metavar="DIR",
                    help="folder(s) of fused images named <pair>.png; several = several methods compared")
+    p.add_argument("--sequence", metavar="FUSED",
+                   help="instead of --fused: a fused video (or frames folder) from run_infer.py --videos/--frames; "
+                        "its sources, pairing and registration come from the record beside it (<name>.json); the "
+                        "mean of the per-frame metrics and the flicker figure are printed (docs/video.md)")
+    p.add_argument("--inputs", nargs="+", metavar="SOURCE",
+                   help="with --sequence: its source videos or frame folders, paired one to one (a sequence "
+                        "fused elsewhere, without our record)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="with --sequence: score every N-th frame (the flicker figure uses them all)")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="one name per --fused folder for the table (default: the folder names)")
     p.add_argument("--test_path", help="folder of source pairs (any layout run_infer.py accepts)")
@@ -213,8 +223,51 @@ def report(args, results: dict[str, list[dict]], colour: bool, methods: dict[str
         write_text(Path(args.latex), C.latex_table(summary, args.std, args.precision, args.table_rows))
 
 
+def sequence_main(args) -> int:
+    """--sequence: the per-frame rows (to --csv/--json), their mean row and the flicker figure."""
+    from utils.evaluation import EvalError, format_row, mean_row, write_csv, write_json
+    from utils.log import log
+    from utils.metrics import CONVENTIONS
+    from utils.sequence_eval import evaluate_sequence
+    fused = Path(args.sequence)
+    try:
+        if args.every < 1:
+            raise EvalError(f"--every must be at least 1, got {args.every}")
+        for flag in ("csv", "json"):
+            if (out := getattr(args, flag)) and Path(out).exists() and not args.overwrite:
+                raise EvalError(f"--{flag} {out}: already there; pass --overwrite to replace it")
+        rows, colour, flick = evaluate_sequence(fused, args.inputs, args.profile, args.metrics, args.every,
+                                                progress=not args.quiet)
+    except (EvalError, ValueError) as e:
+        log.error(str(e))
+        return 2
+    what = f"{fused}, mean of {len(rows)} frames" + (f" (1 in {args.every})" if args.every > 1 else "")
+    rows = [*rows, mean_row(rows)]
+    colour_note = "; colour scored on luma Y" if colour and args.profile != "vifb" else ""
+    log.info(format_row(rows[-1], f"profile {args.profile}: {what}{colour_note}", arrows=True))
+    log.info(f"flicker (mean |change| of brightness per frame, 8-bit levels): fused {flick['fused']:.2f}, sources "
+             f"{' / '.join(f'{x:.2f}' for x in flick['sources'])}")
+    try:
+        if args.csv:
+            write_csv(rows, Path(args.csv))
+        if args.json:
+            conv = {k: CONVENTIONS[args.profile][k] for k in rows[0] if k != "pair"}
+            write_json(rows, Path(args.json), {"profile": args.profile, "sequence": str(fused), "every": args.every,
+                                               "flicker": flick, "conventions": conv})
+    except OSError as e:
+        log.error(f"cannot write {e.filename or 'a report file'}: {e.strerror or e}")
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.sequence or args.inputs or args.every != 1:
+        if not args.sequence or args.fused:
+            build_parser().error("--inputs and --every go with --sequence FUSED, which replaces --fused")
+        return sequence_main(args)
+    if not args.fused:
+        build_parser().error("give --fused DIR [DIR ...] (fused images) or --sequence FUSED (a fused video)")
     import torch
 
     from utils import distributed as D

@@ -3,6 +3,7 @@
     python run_infer.py                                  # every set under data_test/
     python run_infer.py --test_path data_test/Road       # one set (or a folder of sets)
     python run_infer.py --ir a.png --vis b.png           # one pair -> data_result/pair/
+    python run_infer.py --videos ir.mp4 vis.mp4          # a video -> data_result/video/ir_vis.mp4
     torchrun --nproc_per_node 4 run_infer.py --test_path /data/LLVIP   # pairs shared by 4 GPUs
 
 Outputs: ``<output_path>/<Set>_fusion/<pair name>.png`` (8-bit; colour if the visible image is),
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from configs import OUTPUT_MODES, SSIM_WEIGHTS, STRATEGY_NAMES, FuseConfig
+from configs import CALIBRATION_FRAMES, OUTPUT_MODES, SEQUENCE_MODE, SSIM_WEIGHTS, STRATEGY_NAMES, FuseConfig
 from utils.cli import DefaultsFormatter
 from utils.errors import JobError
 from utils.jobs import MIN_TILE  # light: configs and the error types only
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                "among N processes (one GPU each); the files are those of one process. See docs/distributed.md.",
         formatter_class=DefaultsFormatter)
     add_input_flags(p.add_argument_group("what to fuse (one of)"))
+    add_video_flags(p.add_argument_group("videos and frame sequences (docs/video.md)"))
     add_registration_flags(p.add_argument_group("sources of different cameras or sizes (docs/registration.md)"))
     add_network_flags(p.add_argument_group("network and fusion"))
     g = p.add_argument_group("output")
@@ -70,6 +72,30 @@ def add_input_flags(g) -> None:
     g.add_argument("--inputs", nargs="+", metavar="IMAGE",
                    help="one set of two or more registered images of one size, fused in the order given "
                         "(multi-focus, multi-exposure, several cameras); --inputs A B = --ir A --vis B")
+
+
+def add_video_flags(g) -> None:
+    g.add_argument("--videos", nargs="+", metavar="FILE",
+                   help="two or more videos of one scene (infrared first, then visible), fused frame by frame into "
+                        "<output_path>/video/<name>.mp4 (H.264) with its record <name>.json; needs PyAV: "
+                        "pip install -r requirements-video.txt")
+    g.add_argument("--frames", nargs="+", metavar="DIR",
+                   help="two or more folders of frames (an image sequence each, in natural order of file name), "
+                        "fused into <output_path>/video/<name>/000001.png ...")
+    g.add_argument("--write", choices=("video", "frames", "both"), default=None,
+                   help="what a sequence is fused into: an MP4, numbered PNG frames, or both (default: video for "
+                        "--videos, frames for --frames)")
+    g.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the output video (default: the inputs'; 25 for frame folders)")
+    g.add_argument("--trim", action="store_true",
+                   help="sequences of different lengths without timestamps (frame folders): fuse the first frames "
+                        "of each, as many as the shortest has (videos of different lengths pair by timestamp)")
+    g.add_argument("--align_frame", type=int, default=None, metavar="K",
+                   help="with --align: estimate the transform on frame K (1-based; default 1) and apply it to "
+                        "every frame; the record says which")
+    g.add_argument("--calibrate", type=int, default=None, metavar="K",
+                   help=f"output mode {SEQUENCE_MODE}: fix the stretch from the first K frames "
+                        f"(default {CALIBRATION_FRAMES})")
 
 
 def add_registration_flags(g) -> None:
@@ -115,9 +141,10 @@ def add_network_flags(g) -> None:
     g.add_argument("--l1_radius", type=int, default=None,
                    help=f"l1_norm block-average radius r (window 2r+1); 0 = official code (default: "
                         f"{d.l1_radius}; with --backend onnxruntime the file's)")
-    g.add_argument("--output_mode", choices=OUTPUT_MODES, default=d.output_mode,
-                   help="minmax = stretch each output to 0..255 as the official release did; "
-                        "clip = keep intensities, clip to 0..255")
+    g.add_argument("--output_mode", choices=(*OUTPUT_MODES, SEQUENCE_MODE), default=None,
+                   help=f"minmax = stretch each output to 0..255 as the official release did (images' default: "
+                        f"{d.output_mode}); clip = keep intensities, clip to 0..255; {SEQUENCE_MODE} = one stretch "
+                        f"for every frame of a video, fixed from its first frames (sequences' default: no flicker)")
     g.add_argument("--device", default=d.device, help="auto (cuda if available), cpu, cuda")
     g.add_argument("--tile", type=int, default=d.tile,
                    help=f"tile size (exact, with a halo), at least {MIN_TILE}; 0 = automatic (192 on CPU, "
@@ -133,6 +160,10 @@ def run(job) -> int:
     """Join the process group under torchrun (a device this machine lacks is refused before
     anything is checked or created), then :func:`run_on`."""
     from utils import distributed as D
+    if job.sequences and D.launched():
+        raise JobError("a video is fused by one process: its frames are decoded and encoded in order, and the "
+                       "sequence mode's stretch comes from its first frames; run one run_infer.py per video "
+                       "instead of torchrun (docs/video.md)")
     if job.backend == "onnxruntime" and not D.launched():  # the deploy path imports no torch
         return run_on(job, "cpu", D.SINGLE)
     from utils.devices import resolve_device
@@ -153,6 +184,9 @@ def run_on(job, device, ctx) -> int:
     from utils.inputs import Decoded, check_inputs, check_source_counts, run_inputs
     from utils.jobs import collect_sets, fuse_sets, prepare_outputs
     from utils.records import recorded_settings
+    if job.sequences:
+        from utils.sequences import fuse_job
+        return fuse_job(job, lambda: load_stream_network(job, device))
     decoded = Decoded(fill=bool(job.align and job.align.fill))
     sets, unpaired = collect_sets(job)
     check_source_counts(sets, job.eval, job.onnx_meta, job.weights)
@@ -196,6 +230,23 @@ def write_found_transform(path: Path, sets, registrations: dict) -> None:
         raise JobError(f"cannot write {path}: {e.strerror or e}") from None
     from utils.log import log
     log.info(f"{path}: the transform of {pairs[0].name}; reuse it with --transform {path}")
+
+
+def load_stream_network(job, device) -> tuple:
+    """A sequence's network (loaded once), its FuseSettings and settings record."""
+    from utils.fusion import FuseSettings, prepare_model
+    from utils.records import recorded_settings
+    weights, (network, info) = load_network(job)
+    mode = "clip" if job.output_mode == SEQUENCE_MODE else job.output_mode  # the stretch is the stream's
+    settings = FuseSettings(job.strategy, job.l1_radius, mode, job.tile, str(device))
+    if job.backend == "torch":
+        from utils.devices import keep_freed_memory
+        keep_freed_memory()
+        network = prepare_model(network, settings.device)
+    log_weights = f"weights: {weights} ({info['kind']}); strategy {job.strategy}, output {job.output_mode}"
+    from utils.log import log
+    log.info(f"{log_weights}, device {device}")
+    return network, settings, recorded_settings(weights, info, settings, job.backend)
 
 
 def load_network(job) -> tuple[Path, tuple]:

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "section runs; its numbers mean nothing")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["startup", "fusion", "infer", "training", "memory", "registration", "data", "deploy"],
+                   choices=["startup", "fusion", "infer", "training", "memory", "registration", "data", "deploy",
+                            "video"],
                    help="parts to leave out")
     p.add_argument("--amp", action="store_true",
                    help="also time the project's fusion and training step under bf16 autocast "
@@ -229,6 +230,13 @@ def run_sections(args, B, res: dict, amp: bool, reps: int) -> None:
             print_deploy(res["deploy"])
         else:
             print("\ndeploy: skipped (pip install onnx onnxscript onnxruntime)")
+    if "video" not in args.skip and dev == "cpu":
+        from utils.benchmarking_video import bench_video, have_pyav, print_video
+        if not have_pyav():
+            print("\nvideo: skipped (pip install -r requirements-video.txt)")
+        else:
+            res["video"] = bench_video(smoke)
+            print_video(res["video"])
     if "memory" not in args.skip:
         h, w = (64, 96) if smoke else (2160, 3840)
         try_untiled = smoke or B.available_mib() > 16_000

@@ -140,7 +140,7 @@ def test_the_deploy_benchmark_runs_and_reports_consistently(tmp_path):
     from utils.benchmarking_deploy import OPTION_VARIANTS
     out = tmp_path / "b.json"
     assert benchmark.main(["--smoke", "--skip", "startup", "fusion", "infer", "training", "memory", "registration",
-                           "data", "--json", str(out)]) == 0
+                           "data", "video", "--json", str(out)]) == 0
     r = json.loads(out.read_text())["deploy"]
     assert r["max_level_diff_vs_plain"] == 0
     assert r["onnxruntime_over_plain"] == pytest.approx(r["plain_onnxruntime"]["seconds"]

@@ -53,6 +53,7 @@ def final_weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.slow  # 8-11 s (training processes); the default run keeps Ctrl-C during fusion and in-process resume
 def test_sigint_subprocess_checkpoint_then_resume_is_bit_identical(images, tmp_path):
     assert run_train.main(train_args(images, tmp_path / "a")) == 0  # uninterrupted reference
     proc = start_training(images, tmp_path / "b")
@@ -86,6 +87,7 @@ def test_sigterm_is_handled_like_sigint(images, tmp_path):
     assert f"--resume_path {last}" in out
 
 
+@pytest.mark.slow  # 5 s; the default run keeps a kill during fusion (complete files only)
 def test_sigkill_leaves_only_complete_checkpoints(images, tmp_path):
     proc = start_training(images, tmp_path / "b")
     ckpts = tmp_path / "b/r/checkpoints"
@@ -269,6 +271,7 @@ def test_output_names_cannot_escape_the_output_folder(tmp_path):
             output_file(tmp_path / "out", name)
 
 
+@pytest.mark.slow  # 2.5 s: two processes
 def test_two_runs_writing_one_folder(tmp_path, tiny_weights, flat_set):
     out = tmp_path / "res"
     cmd = [sys.executable, str(ROOT / "run_infer.py"), "--test_path", str(flat_set), "--output_path",

@@ -245,8 +245,10 @@ def test_ir_without_vis(tmp_path, tiny_weights, capsys):
 def test_help_lists_defaults(capsys):
     with pytest.raises(SystemExit):
         run_infer.main(["--help"])
-    out = capsys.readouterr().out
-    assert "--strategy" in out and "(default: add;" in out and "(default: minmax)" in out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--strategy" in out and "(default: add;" in out
+    assert "(images' default: minmax)" in out and "(sequences' default: no flicker)" in out
+    assert "--calibrate K output mode sequence: fix the stretch from the first K frames (default 8)" in out
 
 
 def test_bad_device_is_an_error_before_anything_is_created(tmp_path, tiny_weights, capsys, flat_set):

@@ -85,6 +85,7 @@ def test_graph_is_checked_dynamic_and_self_describing(exported):
     assert read_metadata(exported["add"])["l1_radius"] is None
 
 
+@pytest.mark.slow  # 4 s per export; the default run exports the 2-source graphs (and checks them)
 def test_three_source_graph(shipped, tmp_path):
     path = tmp_path / "mean3.onnx"
     export_onnx(shipped, path, strategy="mean", sources=3)
@@ -96,6 +97,7 @@ def test_three_source_graph(shipped, tmp_path):
     np.testing.assert_allclose(fuse_sources(net, images, FuseSettings("mean", tile=-1)), ref, atol=1e-4)
 
 
+@pytest.mark.slow  # 4 s: an export
 def test_colour_network_exports(tmp_path):
     """A 3-channel (RGB) network exports like the gray one: (1, 3, H, W) sources in, (1, 3, H, W)
     out, the channel count in the metadata, the PyTorch path's output (the RGB weights
@@ -112,7 +114,7 @@ def test_colour_network_exports(tmp_path):
     assert got.shape == (1, 3, 31, 45) and float(np.abs(got - ref).max()) <= 1e-4
 
 
-@pytest.mark.parametrize("part", ["encoder", pytest.param("decoder", marks=pytest.mark.slow)])  # 1.5 s each
+@pytest.mark.parametrize("part", [pytest.param(p, marks=pytest.mark.slow) for p in ("encoder", "decoder")])  # 3 s each
 def test_encoder_and_decoder_parts(shipped, tmp_path, part):
     path = tmp_path / f"{part}.onnx"
     export_onnx(shipped, path, part=part)
@@ -174,6 +176,7 @@ def test_missing_package_names_what_to_install(shipped, tmp_path, monkeypatch):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow  # 3 s: the script around export_onnx, which the default run tests directly
 def test_export_script(exported, tmp_path, capsys):
     out = tmp_path / "enc.onnx"
     assert export_script.main([str(SHIPPED_WEIGHTS), "-o", str(out), "--part", "encoder"]) == 0

@@ -16,7 +16,9 @@ DISTRIBUTION = {"PIL": "pillow", "pywt": "pywavelets", "skimage": "scikit-image"
 #: Optional features: their modules import these packages only on the code paths that use them.
 OPTIONAL = {"utils/registration.py": "requirements-align.txt", "run_scripts/benchmark.py": "requirements-align.txt",
             "run_scripts/bench_ort_fusion.py": "requirements-dev.txt",  # the benchmark's onnxruntime contestant
-            "run_scripts/demo.py": "requirements-demo.txt"}
+            "run_scripts/demo.py": "requirements-demo.txt", "utils/video.py": "requirements-video.txt",
+            "utils/synthetic_video.py": "requirements-video.txt",
+            "utils/benchmarking_video.py": "requirements-video.txt"}
 
 
 def requirements(name: str = "requirements.txt") -> dict[str, str]:

@@ -60,7 +60,7 @@ def test_benchmark_smoke_fusion(tmp_path):
     import json
     out = tmp_path / "b.json"
     assert benchmark.main(["--smoke", "--in_process", "--skip", "startup", "infer", "training", "memory",
-                           "registration", "data", "deploy",
+                           "registration", "data", "deploy", "video",
                            "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["matmul_peak_gflops"] > 0 and [r["size"] for r in res["fusion"]] == ["32x24"]
@@ -81,7 +81,7 @@ def test_benchmark_ratios_from_known_times(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmarking, "matmul_peak", lambda *a: 10.0)  # GFLOP/s
     out = tmp_path / "b.json"
     assert benchmark.main(["--smoke", "--in_process", "--skip", "startup", "infer", "training", "memory",
-                           "registration", "data", "deploy",
+                           "registration", "data", "deploy", "video",
                            "--json", str(out)]) == 0
     r = json.loads(out.read_text())["fusion"][0]
     gflop = 2 * 87_984 * 24 * 32 / 1e9  # multiply-adds per pixel: two encoders and a decoder

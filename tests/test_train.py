@@ -462,7 +462,7 @@ def test_init_from_a_network_of_the_other_channel_count_is_refused(images, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("gray", [pytest.param("1", marks=pytest.mark.slow), "0"])
+@pytest.mark.parametrize("gray", [pytest.param(g, marks=pytest.mark.slow) for g in ("1", "0")])  # 5 s each
 def test_training_launcher_demo_in_both_modes(tmp_path, gray):
     """bash run_scripts/test.sh (the demo on data_train_sample/), GRAY=0 for the RGB network; later
     flags override the demo's, to keep it to seconds here."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -33,7 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             fh.flush()
             os.fsync(fh.fileno())
         # mkstemp makes 0600 files; give the result the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:  # name the file being written, not the temporary one
         Path(tmp).unlink(missing_ok=True)

@@ -135,14 +135,19 @@ def fuse_tiled(net, x: np.ndarray, tile: int) -> np.ndarray:
     return out
 
 
-def postprocess(y: np.ndarray, mode: str) -> np.ndarray:
+def postprocess(y: np.ndarray, mode: str, limits: tuple[float, float] | None = None) -> np.ndarray:
     """Map one decoded float32 image, (H,W) or (H,W,3), to [0, 1] for 8-bit saving: the output
     mode (``minmax`` or ``clip``) of :func:`models.fusion.apply_output_mode`, which does it for
     batches of tensors; here in numpy, for the torch-free path. The same float32 operations, so
-    the same bits (a test compares them)."""
+    the same bits (a test compares them). ``limits`` ``(lo, hi)``: stretch by these instead of the
+    image's own extremes, then clip (the sequence mode of ``utils.sequences``: one stretch for
+    every frame of a video, so frames do not flicker)."""
     y = np.asarray(y, np.float32)
     if mode not in OUTPUT_MODES:
         raise ValueError(f"unknown output mode {mode!r}; choose from {OUTPUT_MODES}")
+    if limits is not None:
+        lo, hi = np.float32(limits[0]), np.float32(limits[1])
+        return np.clip((y - lo) / (hi - lo), np.float32(0), np.float32(1)) if hi > lo else np.clip(y, 0, 1)
     lo, hi = y.min(), y.max()
     if mode == "minmax" and hi > lo:
         return (y - lo) / (hi - lo)
@@ -215,20 +220,37 @@ def fuse_images(model, *sources: np.ndarray, settings: FuseSettings = FuseSettin
     a gray output; exactly one colour (the infrared/visible case), its Cb/Cr are kept; two or
     more, Cb and Cr are fused by :func:`fuse_chroma`.
     """
-    mode, colour = settings.output_mode, [im.ndim == 3 for im in sources]
+    return finish_image(*fuse_decoded(model, *sources, settings=settings), settings.output_mode)
+
+
+def fuse_decoded(model, *sources: np.ndarray, settings: FuseSettings = FuseSettings()):
+    """The two halves of :func:`fuse_images` before the output mode: the network's raw float32
+    output (the luma plane for a gray network and colour sources) and the YCbCr image (with
+    fused chroma) it goes into, or None when the output is the network's own (gray or RGB)."""
+    colour = [im.ndim == 3 for im in sources]
     if channels_of(model) == 3:
-        return to_uint8(postprocess(fuse_sources(model, [as_rgb(im) for im in sources], settings), mode))
+        return fuse_sources(model, [as_rgb(im) for im in sources], settings), None
     if not any(colour):
-        return to_uint8(postprocess(fuse_sources(model, list(sources), settings), mode))
+        return fuse_sources(model, list(sources), settings), None
     ycc = [rgb_to_ycbcr(im) if c else None for im, c in zip(sources, colour, strict=True)]
     luma = [y[..., 0] if y is not None else im for y, im in zip(ycc, sources, strict=True)]
     out = next(y for y in ycc if y is not None).copy()
-    out[..., 0] = postprocess(fuse_sources(model, luma, settings), mode)
     if sum(colour) > 1:
         neutral = np.full(sources[0].shape[:2], 0.5, np.float32)  # a gray source's Cb and Cr
         for k in (1, 2):
             out[..., k] = fuse_chroma([y[..., k] if y is not None else neutral for y in ycc])
-    return to_uint8(ycbcr_to_rgb(out))
+    return fuse_sources(model, luma, settings), out
+
+
+def finish_image(raw: np.ndarray, ycc: np.ndarray | None, mode: str,
+                 limits: tuple[float, float] | None = None) -> np.ndarray:
+    """:func:`fuse_decoded`'s output as a uint8 image: the output mode (or fixed ``limits``,
+    :func:`postprocess`) applied to ``raw``, put into ``ycc``'s luma when there is one."""
+    if ycc is None:
+        return to_uint8(postprocess(raw, mode, limits))
+    ycc = ycc.copy()
+    ycc[..., 0] = postprocess(raw, mode, limits)
+    return to_uint8(ycbcr_to_rgb(ycc))
 
 
 def fuse_pairs(model, pairs, out_dir, settings: FuseSettings = FuseSettings(),

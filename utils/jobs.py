@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from configs import FuseConfig, bundled_note
+from configs import CALIBRATION_FRAMES, SEQUENCE_MODE, FuseConfig, bundled_note
 from utils.errors import JobError
 from utils.log import log
 
@@ -71,6 +71,18 @@ class FuseJob:
     onnx_meta: dict | None = field(default=None, compare=False)
     align: AlignSpec | None = None
     write_transform: Path | None = None
+    videos: tuple[Path, ...] = ()
+    frames: tuple[Path, ...] = ()
+    write: str = "video"
+    fps: float | None = None
+    trim: bool = False
+    align_frame: int = 1
+    calibrate: int = CALIBRATION_FRAMES
+
+    @property
+    def sequences(self) -> tuple[Path, ...]:
+        """The videos or frame folders to fuse (empty: images)."""
+        return self.videos or self.frames
 
     @classmethod
     def from_args(cls, args) -> FuseJob:
@@ -93,21 +105,22 @@ class FuseJob:
             meta = onnx_fusion_metadata(weights, strategy, radius)
             strategy, radius, device = meta["strategy"], meta["l1_radius"], "cpu"
         return cls(align=align_spec(args), write_transform=Path(args.write_transform) if args.write_transform else None,
+                   **sequence_fields(args),
                    test_path=Path(args.test_path), output_path=Path(args.output_path), inputs=inputs,
                    sources=tuple(map(Path, args.sources or ())), scenes=Path(args.scenes) if args.scenes else None,
                    weights=weights, rgb=args.rgb, ssim_weight=args.ssim_weight, backend=args.backend,
                    strategy=strategy or FuseConfig.strategy,
-                   l1_radius=FuseConfig.l1_radius if radius is None else radius, output_mode=args.output_mode,
+                   l1_radius=FuseConfig.l1_radius if radius is None else radius,
                    tile=args.tile, device=device, eval=args.eval, skip_bad=args.skip_bad, overwrite=args.overwrite,
                    onnx_meta=meta)
 
-    def settings_tail(self) -> str:
-        """``""`` for the default strategy and output mode, else ``_<strategy>_<mode>``; then
-        ``_onnxruntime`` for that backend."""
+    def settings_tail(self, default_mode: str = FuseConfig.output_mode) -> str:
+        """``""`` for the default strategy and output mode (``default_mode``: sequences have their
+        own), else ``_<strategy>_<mode>``; then ``_onnxruntime`` for that backend."""
         backend = "_onnxruntime" if self.backend == "onnxruntime" else ""
         if self.align is not None:  # registered results never mix with unregistered ones
             backend = ("_resized" if self.align.mode == "resize" else "_aligned") + backend
-        if (self.strategy, self.output_mode) == (FuseConfig.strategy, FuseConfig.output_mode):
+        if (self.strategy, self.output_mode) == (FuseConfig.strategy, default_mode):
             return backend
         return f"_{self.strategy}_{self.output_mode}{backend}"
 
@@ -138,11 +151,42 @@ def align_spec(args) -> AlignSpec | None:
     return AlignSpec("align" if args.align else "resize", reference, args.align_model, args.fill and args.align)
 
 
+def sequence_fields(args) -> dict:
+    """The video flags (``--videos``/``--frames`` and what goes with them) as FuseJob fields,
+    with the output mode resolved: ``sequence`` for sequences, ``minmax`` for images by default."""
+    videos, frames = tuple(map(Path, args.videos or ())), tuple(map(Path, args.frames or ()))
+    if (videos or frames) and len(videos or frames) < 2:
+        raise JobError(f"--{'videos' if videos else 'frames'} needs at least 2 sequences, got 1")
+    mode = args.output_mode or (SEQUENCE_MODE if videos or frames else FuseConfig.output_mode)
+    if not (videos or frames):
+        for flag, default in (("write", None), ("fps", None), ("trim", False), ("align_frame", None),
+                              ("calibrate", None)):
+            if getattr(args, flag) != default:
+                raise JobError(f"--{flag} goes with --videos or --frames")
+        if mode == SEQUENCE_MODE:
+            raise JobError("--output_mode sequence is for --videos and --frames (one stretch for all frames); "
+                           "images use minmax or clip")
+        return {"output_mode": mode}
+    if args.fps is not None and not 0 < args.fps <= 1000:
+        raise JobError(f"--fps must be between 0 and 1000, got {args.fps}")
+    if args.calibrate is not None and args.calibrate < 1:
+        raise JobError(f"--calibrate counts frames, at least 1; got {args.calibrate}")
+    if args.align_frame is not None and not args.align:
+        raise JobError("--align_frame says which frame --align estimates the transform on; add --align")
+    if args.align_frame is not None and args.align_frame < 1:
+        raise JobError(f"--align_frame counts frames from 1, got {args.align_frame}")
+    if args.eval:
+        raise JobError("--eval scores image sets; score a fused sequence with run_eval.py --sequence FILE")
+    return {"videos": videos, "frames": frames, "output_mode": mode, "fps": args.fps, "trim": args.trim,
+            "write": args.write or ("video" if videos else "frames"), "align_frame": args.align_frame or 1,
+            "calibrate": args.calibrate or CALIBRATION_FRAMES}
+
+
 def _inputs(args) -> tuple[Path, ...]:
     """``--inputs``, or ``--ir``/``--vis`` as two inputs; refuses several kinds of input at once."""
-    if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources, args.scenes))) > 1:
-        raise JobError("give one of --inputs A B [C ...], --ir A --vis B, --sources DIR DIR [...] and --scenes DIR, "
-                       "not several")
+    if sum(map(bool, (args.inputs, args.ir or args.vis, args.sources, args.scenes, args.videos, args.frames))) > 1:
+        raise JobError("give one of --inputs A B [C ...], --ir A --vis B, --sources DIR DIR [...], --scenes DIR, "
+                       "--videos FILE FILE [...] and --frames DIR DIR [...], not several")
     if args.inputs and len(args.inputs) < 2:
         raise JobError(f"--inputs needs at least 2 images, got {len(args.inputs)}: {args.inputs[0]}")
     if (args.ir or args.vis) and not (args.ir and args.vis):

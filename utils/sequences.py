@@ -1,0 +1,231 @@
+"""Fusing video and frame sequences (``run_infer.py --videos`` / ``--frames``), streamed: each
+output frame is decoded, registered, fused and encoded before the next is read, so memory does
+not grow with the length (docs/video.md has the measurements).
+
+DenseFuse fuses frame by frame. The image path's default output, ``minmax``, stretches every
+frame by its own extremes, so a hot object entering the infrared view dims the whole fused frame
+and the video flickers. The ``sequence`` output mode (the default for sequences) stretches every
+frame by one pair of limits: the least and greatest decoder output over the first
+:data:`CALIBRATION_FRAMES` frames (``--calibrate K``), then clips. Those frames are fused twice
+(once to fix the limits), so nothing is buffered. :func:`flicker` is the measure.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from configs import CALIBRATION_FRAMES, SEQUENCE_MODE
+from utils.errors import JobError
+from utils.log import log
+
+#: Numbered output frames: 000001.png, ...
+FRAME_NAME = "{:06d}.png"
+
+
+def flicker(brightness) -> float:
+    """Temporal instability of a sequence: the mean absolute change of its global brightness
+    (mean 8-bit level; luma for colour) from one frame to the next, in levels per frame.
+    0 for a still sequence; a per-frame stretch adds to it whatever the content does not."""
+    b = np.asarray(brightness, np.float64)
+    return float(np.abs(np.diff(b)).mean()) if len(b) > 1 else 0.0
+
+
+def brightness(img: np.ndarray) -> float:
+    """Mean level of an image on 0-255 (uint8 or float [0, 1]); BT.601 luma for colour."""
+    x = img.astype(np.float64) * (1 if img.dtype == np.uint8 else 255)
+    return float((x @ [0.299, 0.587, 0.114]).mean() if x.ndim == 3 else x.mean())
+
+
+@dataclass
+class Outputs:
+    """Where one fused sequence goes: ``video`` (an MP4) and/or ``frames`` (a folder of numbered
+    PNGs), and ``record`` (JSON: inputs, pairing, settings, registration, timing, flicker)."""
+    video: Path | None
+    frames: Path | None
+    record: Path
+
+    def existing(self) -> list[Path]:
+        found = [p for p in (self.video, self.record) if p is not None and p.exists()]
+        if self.frames is not None and self.frames.is_dir() and any(self.frames.glob("*.png")):
+            found.append(self.frames)
+        return found
+
+    def prepare(self, overwrite: bool) -> None:
+        """Refuse to replace earlier results unless ``overwrite`` (then clear the old frames);
+        check the folder takes files, all before any frame is fused."""
+        from utils.files import check_writable
+        if (found := self.existing()) and not overwrite:
+            raise JobError(f"{', '.join(map(str, found))}: already there; pass --overwrite to replace "
+                           f"{'it' if len(found) == 1 else 'them'} or choose another --output_path")
+        if self.frames is not None and self.frames.is_dir():
+            for p in self.frames.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+                p.unlink()
+        if problem := check_writable(self.record.parent):
+            raise JobError(problem)
+
+
+@dataclass
+class Stream:
+    """What a run fuses: the sequences, their pairing, the network and settings, the output
+    ``mode`` (``minmax``, ``clip`` or ``sequence``), the registration (None: same size already)."""
+    seqs: list
+    pairing: object
+    network: object
+    settings: object
+    mode: str = SEQUENCE_MODE
+    calibrate: int = CALIBRATION_FRAMES
+    registration: object = None
+    fill: bool = False
+    stats: dict = field(default_factory=dict)
+
+    def frames(self, limit: int | None = None):
+        """The sources of each output frame, registered, streamed (the first ``limit`` only)."""
+        from itertools import islice
+
+        from utils.registration import apply
+        from utils.video import paired
+        for sources in islice(paired(self.seqs, self.pairing), limit):
+            yield apply(list(sources), self.registration, self.fill) if self.registration else list(sources)
+
+    def fused(self):
+        """(fused uint8 frame, its sources) for every output frame, in order."""
+        from utils.fusion import FusionError, finish_image, fuse_decoded
+        limits = self.limits() if self.mode == SEQUENCE_MODE else None
+        mode = "clip" if self.mode == SEQUENCE_MODE else self.mode
+        for t, sources in enumerate(self.frames()):
+            try:
+                raw, ycc = fuse_decoded(self.network, *sources, settings=self.settings)
+            except FusionError as e:
+                raise JobError(f"frame {t + 1}: {e}") from None
+            yield finish_image(raw, ycc, mode, limits), sources
+
+    def limits(self) -> tuple[float, float]:
+        """The ``sequence`` mode's stretch: the extremes of the first frames' decoder outputs."""
+        from utils.fusion import fuse_decoded
+        lo, hi = np.inf, -np.inf
+        for sources in self.frames(self.calibrate):
+            raw = fuse_decoded(self.network, *sources, settings=self.settings)[0]
+            lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
+        self.stats["limits"] = [round(lo, 6), round(hi, 6)]
+        return lo, hi
+
+
+def fuse_stream(stream: Stream, out: Outputs, name: str, progress: bool = True) -> dict:
+    """Fuse every frame of ``stream`` into ``out``; returns the statistics for the record. An
+    interrupt or error removes the unfinished video (frames written so far are complete PNGs)."""
+    from utils.images import save_image
+    from utils.log import progress_bar
+    from utils.video import VideoWriter
+    n = len(stream.pairing)
+    writer, fused_b, source_b = None, [], []
+    t0, done = time.perf_counter(), 0
+    try:
+        for img, sources in progress_bar(stream.fused(), total=n, desc=name, unit="frame",
+                                         disable=None if progress else True):
+            if out.video:  # opened on the first frame: registration's crop decides the size
+                writer = writer or VideoWriter(out.video, stream.pairing.rate, (img.shape[1], img.shape[0]))
+                writer.write(img)
+            if out.frames:
+                save_image(out.frames / FRAME_NAME.format(done + 1), img)
+            fused_b.append(brightness(img))
+            source_b.append([brightness(s) for s in sources])
+            done += 1
+        if writer:
+            writer.close()
+    except BaseException as e:
+        if writer:
+            writer.abort()
+        what = f"; frames 1-{done} are in {out.frames}" if out.frames and done else ""
+        if isinstance(e, KeyboardInterrupt):
+            raise JobError(f"interrupted after {done} of {n} frames; no video written{what}") from None
+        if isinstance(e, OSError):
+            raise JobError(f"cannot write {getattr(e, 'filename', None) or out.record.parent}: "
+                           f"{e.strerror or e}{what}") from None
+        raise
+    seconds = time.perf_counter() - t0
+    return {**stream.stats, "frames": done, "seconds": round(seconds, 3), "frames_per_second": round(done / seconds, 3),
+            "flicker": {"fused": round(flicker(fused_b), 4),
+                        "sources": [round(flicker(col), 4) for col in np.asarray(source_b).T]}}
+
+
+# ---- a run_infer.py job ------------------------------------------------------------------------
+
+def open_inputs(job) -> tuple[list, object]:
+    """The job's sequences, probed, and their pairing; a JobError for counts or sizes that do not go."""
+    from utils.video import open_sequence, pair_frames
+    seqs = [open_sequence(p) for p in job.sequences]
+    for s in seqs:
+        log.info(s.describe())
+    pairing = pair_frames(seqs, job.trim, job.fps)
+    if pairing.how != "one-to-one":
+        log.warning(f"{len(pairing)} frames paired by {pairing.how.replace('timestamps', 'timestamp')} "
+                    f"({' / '.join(str(s.count) for s in seqs)} frames in the inputs)")
+    sizes = {s.size for s in seqs}
+    if len(sizes) > 1 and job.align is None:
+        raise JobError(f"frame sizes differ ({', '.join(f'{s.path}: {s.size[0]}x{s.size[1]}' for s in seqs)}); "
+                       f"pass --resize (one field of view) or --align / --transform (different cameras)")
+    return seqs, pairing
+
+
+def register_once(stream: Stream, align, frame: int) -> dict:
+    """Estimate the transform on output frame ``frame`` (1-based) and keep it for every frame;
+    returns its record (with the frame it came from). Poor registrations are refused."""
+    from utils.registration import RegistrationError, apply
+    if not 1 <= frame <= len(stream.pairing):
+        raise JobError(f"--align_frame {frame}: the sequence has {len(stream.pairing)} frames")
+    sources = None
+    for sources in stream.frames(frame):  # noqa: B007 - the last one is the frame-th; one held at a time
+        pass
+    try:
+        reg = align.register(sources)
+        apply(sources, reg, align.fill)  # fixes the crop every frame then shares
+    except RegistrationError as e:
+        raise JobError(f"frame {frame}: {e}") from None
+    if align.mode == "align" and (poor := reg.poor()):
+        raise JobError(f"frame {frame}: poor registration ({poor}); try another --align_frame, or --transform "
+                       f"with the rig's calibration")
+    stream.registration, stream.fill = reg, align.fill
+    return {**reg.record(), "frame": frame}
+
+
+def outputs_for(job) -> tuple[str, Outputs]:
+    """The run's name (what the inputs' names share) and its output files."""
+    from utils.jobs import single_pair
+    name = single_pair(*job.sequences).name
+    tail = job.settings_tail(default_mode=SEQUENCE_MODE)
+    folder = job.output_path / f"video{tail}"
+    video = folder / f"{name}.mp4" if job.write in ("video", "both") else None
+    frames = folder / name if job.write in ("frames", "both") else None
+    return name, Outputs(video, frames, folder / f"{name}.json")
+
+
+def fuse_job(job, load) -> int:
+    """``run_infer.py --videos`` / ``--frames``: check everything, then ``load()`` the network
+    (-> network, FuseSettings, the settings record) and stream the frames through it."""
+    seqs, pairing = open_inputs(job)
+    name, out = outputs_for(job)
+    out.prepare(job.overwrite)
+    network, settings, record = load()
+    stream = Stream(seqs, pairing, network, settings, job.output_mode, job.calibrate)
+    if job.align is not None:
+        record["align"] = job.align.settings()
+        record["registration"] = register_once(stream, job.align, job.align_frame)
+    stats = fuse_stream(stream, out, name)
+    from utils.files import write_text
+    from utils.records import software
+    inputs = [{"path": str(s.path), "frames": s.count, "size": list(s.size),
+               "fps": float(s.rate) if s.rate else None} for s in seqs]
+    write_text(out.record, json.dumps({**record, "output_mode": job.output_mode, "software": software(),
+                                       "inputs": inputs, "pairing": pairing.how, "fps": float(pairing.rate),
+                                       **({"calibration_frames": job.calibrate} if job.output_mode == SEQUENCE_MODE
+                                          else {}), **stats}, indent=1))
+    f = stats["flicker"]
+    log.info(f"{name}: {stats['frames']} frames fused in {stats['seconds']:.1f} s ({stats['frames_per_second']:.2f} "
+             f"frames/s) -> {', '.join(str(p) for p in (out.video, out.frames) if p)}")
+    log.info(f"flicker (mean |change| of brightness per frame, 8-bit levels): fused {f['fused']:.2f}, sources "
+             f"{' / '.join(f'{x:.2f}' for x in f['sources'])}")
+    return 0
