@@ -88,8 +88,9 @@ def add_video_flags(g) -> None:
     g.add_argument("--fps", type=float, default=None,
                    help="frame rate of the output video (default: the inputs'; 25 for frame folders)")
     g.add_argument("--trim", action="store_true",
-                   help="sequences of different lengths without timestamps (frame folders): fuse the first frames "
-                        "of each, as many as the shortest has (videos of different lengths pair by timestamp)")
+                   help="sequences of different lengths with nothing to pair them by (frame folders without shared "
+                        "file names): fuse the first frames of each, as many as the shortest has (videos pair by "
+                        "timestamp, frame folders by shared names, without it)")
     g.add_argument("--align_frame", type=int, default=None, metavar="K",
                    help="with --align: estimate the transform on frame K (1-based; default 1) and apply it to "
                         "every frame; the record says which")
@@ -160,10 +161,6 @@ def run(job) -> int:
     """Join the process group under torchrun (a device this machine lacks is refused before
     anything is checked or created), then :func:`run_on`."""
     from utils import distributed as D
-    if job.sequences and D.launched():
-        raise JobError("a video is fused by one process: its frames are decoded and encoded in order, and the "
-                       "sequence mode's stretch comes from its first frames; run one run_infer.py per video "
-                       "instead of torchrun (docs/video.md)")
     if job.backend == "onnxruntime" and not D.launched():  # the deploy path imports no torch
         return run_on(job, "cpu", D.SINGLE)
     from utils.devices import resolve_device
@@ -186,7 +183,7 @@ def run_on(job, device, ctx) -> int:
     from utils.records import recorded_settings
     if job.sequences:
         from utils.sequences import fuse_job
-        return fuse_job(job, lambda: load_stream_network(job, device))
+        return fuse_job(job, lambda: load_stream_network(job, device), ctx)
     decoded = Decoded(fill=bool(job.align and job.align.fill))
     sets, unpaired = collect_sets(job)
     check_source_counts(sets, job.eval, job.onnx_meta, job.weights)

@@ -6,6 +6,7 @@ wrapper (``FAULTY``) that torchrun starts instead of run_train.py: it kills rank
 interrupt the launcher, or gives it a non-finite loss, on the first attempt only.
 """
 import atexit
+import json
 import math
 import os
 import shutil
@@ -174,6 +175,13 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_error(images, t
     assert not (tmp_path / "two/r/checkpoints/last.pt").exists()
 
 
+def frame_folder(folder, seed, n=7, size=(40, 56)):
+    """A short sequence of frames (natural names frame1.png ...)."""
+    for k in range(1, n + 1):
+        write_gray(folder / f"frame{k}.png", *size, seed + k)
+    return folder
+
+
 def sources(folder, n=5, size=(170, 180)):
     for k in range(1, n + 1):
         write_gray(folder / f"IR{k}.png", size[0] + k, size[1], k)
@@ -186,15 +194,19 @@ def sources(folder, n=5, size=(170, 180)):
 FUSE_THEN_SCORE = """
 import sys
 import run_eval, run_infer
-infer, score = " ".join(sys.argv[1:]).split(" -- ")
+infer, score, *more = " ".join(sys.argv[1:]).split(" -- ")
 from utils.log import log  # the scripts' voice: rank 0 alone speaks
 log.info(f"infer exit {run_infer.main(infer.split())}")
 log.info(f"eval exit {run_eval.main(score.split())}")
+for argv in more:  # more run_infer.py runs (a sequence)
+    log.info(f"sequence exit {run_infer.main(argv.split())}")
 """
 
 
 def test_sharded_fusion_and_scoring_are_those_of_one_process(tmp_path):
-    """Byte-identical images, record and tables; a bad pair (skipped here) is reported once."""
+    """Byte-identical images, record and tables; a bad pair (skipped here) is reported once. In
+    the same launch a frame sequence, split into contiguous chunks: the frames of one process,
+    byte for byte, and one video of them all."""
     good = sources(tmp_path / "good")
     data = sources(tmp_path / "S")
     (data / "IR6.png").write_bytes(b"not an image")
@@ -204,9 +216,23 @@ def test_sharded_fusion_and_scoring_are_those_of_one_process(tmp_path):
     score = ["--fused", str(one), "--test_path", str(good)]
     assert run_infer.main([*fuse, "--output_path", str(tmp_path / "one")]) == 1
     assert run_eval.main([*score, "--csv", str(tmp_path / "one.csv"), "--json", str(tmp_path / "one.json")]) == 0
+    seq = ["--frames", str(frame_folder(tmp_path / "ir", 1)), str(frame_folder(tmp_path / "vi", 50)), "--write",
+           "both", "--device", "cpu"]
+    assert run_infer.main([*seq, "--output_path", str(tmp_path / "one")]) == 0
     r = torchrun("-c", FUSE_THEN_SCORE, *fuse, "--output_path", str(tmp_path / "two"), "--", *score,
-                 "--csv", str(tmp_path / "two.csv"), "--json", str(tmp_path / "two.json"))
+                 "--csv", str(tmp_path / "two.csv"), "--json", str(tmp_path / "two.json"), "--", *seq,
+                 "--output_path", str(tmp_path / "two"))
     assert r.returncode == 0 and r.stdout.count("infer exit 1") == r.stdout.count("eval exit 0") == 1, r.stderr
+    assert r.stdout.count("sequence exit 0") == 1 and "7 frames fused" in r.stdout and "2 processes" in r.stdout
+    frames_one, frames_two = (sorted((tmp_path / w / "video" / "ir_vi").glob("*.png")) for w in ("one", "two"))
+    assert [p.name for p in frames_two] == [p.name for p in frames_one] and len(frames_one) == 7
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(frames_one, frames_two, strict=True))
+    from utils.video import open_sequence
+    assert open_sequence(tmp_path / "two" / "video" / "ir_vi.mp4").count == 7
+    records = [json.loads((tmp_path / w / "video" / "ir_vi.json").read_text()) for w in ("one", "two")]
+    assert records[0]["limits"] == records[1]["limits"] and records[1]["processes"] == 2
+    assert records[0]["flicker"] == records[1]["flicker"]
+    assert not [p for p in (tmp_path / "two" / "video").iterdir() if p.name.startswith(".")]
     assert r.stderr.count("IR6.png: not an image file") == 1
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert all((two / p.name).read_bytes() == p.read_bytes() for p in one.iterdir())

@@ -9,6 +9,7 @@ import torch
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow  # 3.5 s: a training run and matplotlib
 def test_loss_plot_from_a_training_run(tmp_path):
     import run_train
     from run_scripts import loss
@@ -153,6 +154,7 @@ def test_flat_activity_ratio_closed_forms():
     assert compare_weights.flat_activity_ratio(m) == 1.0
 
 
+@pytest.mark.slow  # 1.5 s: fusion, scoring and matplotlib
 def test_results_table_and_figure(tmp_path, tiny_weights):
     from run_scripts import figures, results_table
     flat, _ = tiny_sets(tmp_path)

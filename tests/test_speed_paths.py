@@ -52,7 +52,7 @@ def test_micro_batched_step_equals_whole_batch_step():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow  # 4 s; test_benchmark_ratios_from_known_times runs the same contestants once each
+@pytest.mark.slow  # 4 s
 def test_benchmark_smoke_fusion(tmp_path):
     """Seconds: the fusion part runs its variants (in this process, for speed; the slow test
     below runs them in fresh ones) and writes consistent results: the same pixels as the naive
@@ -70,6 +70,7 @@ def test_benchmark_smoke_fusion(tmp_path):
     assert all(r[f"{v}_s"] > 0 for v in (*benchmarking.VARIANTS, *benchmarking.ORT_VARIANTS))
 
 
+@pytest.mark.slow  # 2.2 s: the contestants run once each
 def test_benchmark_ratios_from_known_times(tmp_path, monkeypatch):
     """The report's ratios and rates, from timings fixed here (the real ones are noise): each
     contestant's time is known, so every derived column has one right value, and an inverted
@@ -172,6 +173,7 @@ def churn_faults(block_mib: int, large_blocks: bool) -> float:
     return int(out.stdout.split()[-1]) / (3 * 160 * 2 ** 20 // 4096)
 
 
+@pytest.mark.slow  # 3 s of timed fusions
 @needs_glibc
 def test_keep_freed_memory_stops_page_faults():
     """After the setting, re-allocating freed 4 MiB blocks does not page-fault them back in:

@@ -602,6 +602,7 @@ def test_multi_frame_training_images_are_named_in_one_warning(images, tmp_path, 
     assert warned[0].endswith(str(images / "pages.tif"))
 
 
+@pytest.mark.slow  # 2 s of bf16 steps on CPU
 def test_bf16_steps_track_the_float32_loss_and_checkpoints_stay_float32(images, tmp_path):
     """--amp bf16: the same first steps from the same weights give losses within 2 % of float32
     (bf16 keeps 8 bits of mantissa), and different ones (it really ran); the checkpoint is float32."""

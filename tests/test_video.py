@@ -5,6 +5,7 @@ output, registration estimated once, and the errors. Sequences are generated her
 panning across a TNO pair with a hot square moving through the infrared (utils/synthetic_video.py)."""
 from __future__ import annotations
 
+import itertools
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -116,10 +117,22 @@ def test_different_counts_pair_by_timestamp():
 
 
 def test_different_counts_without_timestamps_are_refused_or_trimmed():
-    with pytest.raises(JobError, match=r"s7: 7 frames, s9: 9 frames.*--trim to fuse the first 7"):
+    with pytest.raises(JobError, match=r"s7: 7 frames, s9: 9 frames.*no timestamps.*--trim to fuse the first 7"):
         pair_frames([seq(7), seq(9)])
     p = pair_frames([seq(7), seq(9)], trim=True, fps=10)
     assert p.how == "trimmed" and len(p) == 7 and p.rate == 10
+
+
+def test_frame_folders_of_different_counts_pair_by_shared_names(tmp_path):
+    """A frame missing from one folder: the frames whose names both folders hold, in order."""
+    write_frames(tmp_path / "a", [np.full((8, 10), k / 10, np.float32) for k in range(6)])
+    write_frames(tmp_path / "b", [np.full((8, 10), k / 10, np.float32) for k in range(6)])
+    (tmp_path / "b" / "frame3.png").unlink()
+    p = pair_frames([open_sequence(tmp_path / "a"), open_sequence(tmp_path / "b")])
+    assert p.how == "names" and p.indices.tolist() == [[0, 0], [1, 1], [3, 2], [4, 3], [5, 4]]
+    write_frames(tmp_path / "c", [np.zeros((8, 10), np.float32)] * 4, name="other{:d}.png")
+    with pytest.raises(JobError, match="no timestamps or shared file names"):
+        pair_frames([open_sequence(tmp_path / "a"), open_sequence(tmp_path / "c")])
 
 
 def test_videos_that_do_not_overlap_in_time_are_refused():
@@ -136,6 +149,8 @@ def test_pick_repeats_and_skips_without_decoding_twice():
             yield k
     assert list(pick(frames(), [0, 0, 3, 3, 7])) == [0, 0, 3, 3, 7]
     assert decoded == list(range(8))
+    with pytest.raises(JobError, match="decoding ended after 10 frames; 13 or more were expected"):
+        list(pick(frames(), [2, 12]))
 
 
 # ---- fusing ------------------------------------------------------------------------------------
@@ -208,6 +223,17 @@ def test_videos_fuse_into_a_video_and_score(clips, tmp_path):
     lines = csv.read_text().splitlines()
     assert lines[0].startswith("pair,EN,SSIM") and [ln.split(",")[0] for ln in lines[1:4]] == \
         ["frame1", "frame5", "frame9"]
+
+
+def test_the_onnxruntime_backend_fuses_sequences_as_torch_does(add_graph, clips, tmp_path):
+    common = ("--frames", clips / "ir", clips / "vi", "--output_mode", "minmax")
+    assert run(*common, "--output_path", tmp_path / "t") == 0
+    assert run(*common, "--output_path", tmp_path / "o", "--backend", "onnxruntime", "--weights", add_graph) == 0
+    torch_frames = sorted((tmp_path / "t" / "video_add_minmax" / "ir_vi").glob("*.png"))
+    ort_frames = sorted((tmp_path / "o" / "video_add_minmax_onnxruntime" / "ir_vi").glob("*.png"))
+    assert len(torch_frames) == len(ort_frames) == N
+    for a, b in zip(torch_frames, ort_frames, strict=True):
+        assert np.abs(load_image(a) - load_image(b)).max() * 255 <= 1.01  # float rounding of two runtimes
 
 
 def test_a_colour_visible_video_keeps_its_colour(tmp_path):
@@ -286,11 +312,15 @@ def test_flags_that_do_not_go_together(argv, message, caplog, tmp_path):
     assert message in caplog.text
 
 
-def test_torchrun_is_refused_with_the_reason(clips, tmp_path, monkeypatch, caplog):
-    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "x", "MASTER_PORT": "1"}.items():
-        monkeypatch.setenv(k, v)
-    assert run("--frames", clips / "ir", clips / "vi", "--output_path", tmp_path) == 2
-    assert "a video is fused by one process" in caplog.text and not (tmp_path / "video").exists()
+def test_ranks_take_contiguous_chunks_that_cover_the_sequence_once():
+    """torchrun's split (the launch itself: tests/test_distributed.py)."""
+    from utils.distributed import Context
+    from utils.sequences import chunk
+    for n, world in ((12, 2), (7, 3), (2, 4)):
+        bounds = [chunk(n, Context(rank=r, world=world)) for r in range(world)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+        assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
 
 
 def test_eval_refuses_a_sequence_without_record_or_sources(clips, tmp_path, caplog):

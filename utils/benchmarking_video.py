@@ -106,7 +106,7 @@ def print_video(r: dict) -> None:
     def fig(name):
         return f"{r[name]['seconds']:.1f} s, {r[name]['peak_mib']:.0f} MiB"
     print(f"\nvideo, {r['frames']} frames of {r['size']}, whole processes: run_infer.py --videos {fig('stream')} "
-          f"({r['stream_fps']:.2f} frames/s; the fusion loop alone {r['stream_loop_fps']:.2f}) | the frames as "
+          f"({r['stream_fps']:.2f} frames/s; after start-up and model load {r['stream_loop_fps']:.2f}) | the frames as "
           f"PNG pairs in one run_infer.py {fig('images_one_process')} ({r['images_fps']:.2f} frames/s) | one "
           f"run_infer.py per frame {fig('image_per_process')} ({r['image_per_process_fps']:.2f} frames/s): the "
           f"stream at x{r['stream_fps'] / r['images_fps']:.2f} and x{r['stream_fps'] / r['image_per_process_fps']:.2f} "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,11 @@ class Outputs:
     frames: Path | None
     record: Path
 
+    @property
+    def scratch(self) -> Path:
+        """Where torchrun's ranks put the frames of a video that is not also written as frames."""
+        return self.record.parent / f".{self.record.stem}.frames.tmp"
+
     def existing(self) -> list[Path]:
         found = [p for p in (self.video, self.record) if p is not None and p.exists()]
         if self.frames is not None and self.frames.is_dir() and any(self.frames.glob("*.png")):
@@ -64,6 +69,9 @@ class Outputs:
         if self.frames is not None and self.frames.is_dir():
             for p in self.frames.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
                 p.unlink()
+        if self.scratch.is_dir():  # what a killed torchrun run left
+            import shutil
+            shutil.rmtree(self.scratch)
         if problem := check_writable(self.record.parent):
             raise JobError(problem)
 
@@ -71,7 +79,9 @@ class Outputs:
 @dataclass
 class Stream:
     """What a run fuses: the sequences, their pairing, the network and settings, the output
-    ``mode`` (``minmax``, ``clip`` or ``sequence``), the registration (None: same size already)."""
+    ``mode`` (``minmax``, ``clip`` or ``sequence``, whose ``limits`` :meth:`calibrated` finds),
+    the registration (None: same size already); ``first``: the number of output frames before
+    this pairing's (a rank's chunk under torchrun)."""
     seqs: list
     pairing: object
     network: object
@@ -80,7 +90,8 @@ class Stream:
     calibrate: int = CALIBRATION_FRAMES
     registration: object = None
     fill: bool = False
-    stats: dict = field(default_factory=dict)
+    limits: tuple | None = None
+    first: int = 0
 
     def frames(self, limit: int | None = None):
         """The sources of each output frame, registered, streamed (the first ``limit`` only)."""
@@ -94,43 +105,43 @@ class Stream:
     def fused(self):
         """(fused uint8 frame, its sources) for every output frame, in order."""
         from utils.fusion import FusionError, finish_image, fuse_decoded
-        limits = self.limits() if self.mode == SEQUENCE_MODE else None
+        if self.mode == SEQUENCE_MODE and self.limits is None:
+            self.limits = self.calibrated()
         mode = "clip" if self.mode == SEQUENCE_MODE else self.mode
         for t, sources in enumerate(self.frames()):
             try:
                 raw, ycc = fuse_decoded(self.network, *sources, settings=self.settings)
             except FusionError as e:
-                raise JobError(f"frame {t + 1}: {e}") from None
-            yield finish_image(raw, ycc, mode, limits), sources
+                raise JobError(f"frame {self.first + t + 1}: {e}") from None
+            yield finish_image(raw, ycc, mode, self.limits if self.mode == SEQUENCE_MODE else None), sources
 
-    def limits(self) -> tuple[float, float]:
+    def calibrated(self) -> tuple[float, float]:
         """The ``sequence`` mode's stretch: the extremes of the first frames' decoder outputs."""
         from utils.fusion import fuse_decoded
         lo, hi = np.inf, -np.inf
         for sources in self.frames(self.calibrate):
             raw = fuse_decoded(self.network, *sources, settings=self.settings)[0]
             lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
-        self.stats["limits"] = [round(lo, 6), round(hi, 6)]
         return lo, hi
 
 
-def fuse_stream(stream: Stream, out: Outputs, name: str, progress: bool = True) -> dict:
-    """Fuse every frame of ``stream`` into ``out``; returns the statistics for the record. An
+def fuse_stream(stream: Stream, video: Path | None, frames: Path | None, name: str, progress: bool = True) -> dict:
+    """Fuse every frame of ``stream`` into ``video`` (an MP4) and/or ``frames`` (numbered PNGs from
+    ``stream.first + 1``); returns the count and every frame's brightness (fused, sources). An
     interrupt or error removes the unfinished video (frames written so far are complete PNGs)."""
     from utils.images import save_image
     from utils.log import progress_bar
     from utils.video import VideoWriter
     n = len(stream.pairing)
-    writer, fused_b, source_b = None, [], []
-    t0, done = time.perf_counter(), 0
+    writer, fused_b, source_b, done = None, [], [], 0
     try:
         for img, sources in progress_bar(stream.fused(), total=n, desc=name, unit="frame",
                                          disable=None if progress else True):
-            if out.video:  # opened on the first frame: registration's crop decides the size
-                writer = writer or VideoWriter(out.video, stream.pairing.rate, (img.shape[1], img.shape[0]))
+            if video:  # opened on the first frame: registration's crop decides the size
+                writer = writer or VideoWriter(video, stream.pairing.rate, (img.shape[1], img.shape[0]))
                 writer.write(img)
-            if out.frames:
-                save_image(out.frames / FRAME_NAME.format(done + 1), img)
+            if frames:
+                save_image(frames / FRAME_NAME.format(stream.first + done + 1), img)
             fused_b.append(brightness(img))
             source_b.append([brightness(s) for s in sources])
             done += 1
@@ -139,17 +150,39 @@ def fuse_stream(stream: Stream, out: Outputs, name: str, progress: bool = True) 
     except BaseException as e:
         if writer:
             writer.abort()
-        what = f"; frames 1-{done} are in {out.frames}" if out.frames and done else ""
-        if isinstance(e, KeyboardInterrupt):
-            raise JobError(f"interrupted after {done} of {n} frames; no video written{what}") from None
-        if isinstance(e, OSError):
-            raise JobError(f"cannot write {getattr(e, 'filename', None) or out.record.parent}: "
-                           f"{e.strerror or e}{what}") from None
+        if isinstance(e, (KeyboardInterrupt, OSError)):
+            raise written_error(e, done, n, frames) from None
         raise
-    seconds = time.perf_counter() - t0
-    return {**stream.stats, "frames": done, "seconds": round(seconds, 3), "frames_per_second": round(done / seconds, 3),
-            "flicker": {"fused": round(flicker(fused_b), 4),
-                        "sources": [round(flicker(col), 4) for col in np.asarray(source_b).T]}}
+    return {"frames": done, "fused": fused_b, "sources": source_b}
+
+
+def written_error(e: BaseException, done: int, n: int, frames: Path | None) -> BaseException:
+    """What a fault mid-stream says: how far it got and what is on disk."""
+    what = f"; frames 1-{done} are in {frames}" if frames and done else ""
+    if isinstance(e, KeyboardInterrupt):
+        return JobError(f"interrupted after {done} of {n} frames; no video written{what}")
+    if isinstance(e, OSError):
+        return JobError(f"cannot write {getattr(e, 'filename', None) or 'the output'}: {e.strerror or e}{what}")
+    return e
+
+
+def encode_frames(folder: Path, n: int, video: Path, rate) -> None:
+    """The MP4 of numbered PNG frames 1..n (torchrun: the ranks' chunks joined in order)."""
+    from PIL import Image
+
+    from utils.video import VideoWriter
+    writer = None
+    try:
+        for k in range(1, n + 1):
+            with Image.open(folder / FRAME_NAME.format(k)) as im:
+                img = np.asarray(im)
+            writer = writer or VideoWriter(video, rate, (img.shape[1], img.shape[0]))
+            writer.write(img)
+        writer.close()
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
 
 
 # ---- a run_infer.py job ------------------------------------------------------------------------
@@ -162,8 +195,9 @@ def open_inputs(job) -> tuple[list, object]:
         log.info(s.describe())
     pairing = pair_frames(seqs, job.trim, job.fps)
     if pairing.how != "one-to-one":
-        log.warning(f"{len(pairing)} frames paired by {pairing.how.replace('timestamps', 'timestamp')} "
-                    f"({' / '.join(str(s.count) for s in seqs)} frames in the inputs)")
+        how = {"timestamps": "by timestamp", "names": "by file name", "trimmed": "one to one, trimmed (--trim)"}
+        log.warning(f"{len(pairing)} frames paired {how[pairing.how]} ({' / '.join(str(s.count) for s in seqs)} "
+                    f"frames in the inputs)")
     sizes = {s.size for s in seqs}
     if len(sizes) > 1 and job.align is None:
         raise JobError(f"frame sizes differ ({', '.join(f'{s.path}: {s.size[0]}x{s.size[1]}' for s in seqs)}); "
@@ -171,9 +205,9 @@ def open_inputs(job) -> tuple[list, object]:
     return seqs, pairing
 
 
-def register_once(stream: Stream, align, frame: int) -> dict:
-    """Estimate the transform on output frame ``frame`` (1-based) and keep it for every frame;
-    returns its record (with the frame it came from). Poor registrations are refused."""
+def register_once(stream: Stream, align, frame: int) -> tuple:
+    """The transform estimated on output frame ``frame`` (1-based), for every frame, and its
+    record (with the frame it came from). Poor registrations are refused."""
     from utils.registration import RegistrationError, apply
     if not 1 <= frame <= len(stream.pairing):
         raise JobError(f"--align_frame {frame}: the sequence has {len(stream.pairing)} frames")
@@ -188,8 +222,7 @@ def register_once(stream: Stream, align, frame: int) -> dict:
     if align.mode == "align" and (poor := reg.poor()):
         raise JobError(f"frame {frame}: poor registration ({poor}); try another --align_frame, or --transform "
                        f"with the rig's calibration")
-    stream.registration, stream.fill = reg, align.fill
-    return {**reg.record(), "frame": frame}
+    return reg, {**reg.record(), "frame": frame}
 
 
 def outputs_for(job) -> tuple[str, Outputs]:
@@ -203,29 +236,83 @@ def outputs_for(job) -> tuple[str, Outputs]:
     return name, Outputs(video, frames, folder / f"{name}.json")
 
 
-def fuse_job(job, load) -> int:
+def on_main(fn, ctx):
+    """``fn()`` on rank 0, its result (or its JobError, raised) on every rank."""
+    from utils import distributed as D
+    result = None
+    if ctx.main:
+        try:
+            result = fn()
+        except JobError as e:
+            result = e
+    result = D.from_main(result, ctx)
+    if isinstance(result, JobError):
+        raise result
+    return result
+
+
+def chunk(n: int, ctx) -> tuple[int, int]:
+    """This rank's contiguous share ``[first, last)`` of ``n`` output frames (sizes differ by at most 1)."""
+    bounds = np.linspace(0, n, ctx.world + 1).round().astype(int)
+    return int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
+
+
+def fuse_job(job, load, ctx) -> int:
     """``run_infer.py --videos`` / ``--frames``: check everything, then ``load()`` the network
-    (-> network, FuseSettings, the settings record) and stream the frames through it."""
+    (-> network, FuseSettings, the settings record) and stream the frames through it. Under
+    torchrun rank 0 checks the outputs, registers and calibrates for all; each rank fuses a
+    contiguous chunk of the frames into numbered PNGs, which rank 0 then encodes in order."""
+    import shutil
+
+    from utils import distributed as D
     seqs, pairing = open_inputs(job)
     name, out = outputs_for(job)
-    out.prepare(job.overwrite)
+    on_main(lambda: out.prepare(job.overwrite), ctx)
     network, settings, record = load()
     stream = Stream(seqs, pairing, network, settings, job.output_mode, job.calibrate)
+    t0 = time.perf_counter()
     if job.align is not None:
-        record["align"] = job.align.settings()
-        record["registration"] = register_once(stream, job.align, job.align_frame)
-    stats = fuse_stream(stream, out, name)
+        stream.registration, record["registration"] = on_main(
+            lambda: register_once(stream, job.align, job.align_frame), ctx)
+        stream.fill, record["align"] = job.align.fill, job.align.settings()
+    if job.output_mode == SEQUENCE_MODE:
+        stream.limits = on_main(stream.calibrated, ctx)
+        record["limits"] = [round(x, 6) for x in stream.limits]
+    if ctx.world == 1:
+        part = fuse_stream(stream, out.video, out.frames, name)
+    else:
+        first, last = chunk(len(pairing), ctx)
+        stream.pairing, stream.first = replace(pairing, indices=pairing.indices[first:last]), first
+        frames = out.frames or out.scratch
+        parts = D.gather(fuse_stream(stream, None, frames, name, progress=ctx.main), ctx)
+        if ctx.main and out.video:
+            encode_frames(frames, len(pairing), out.video, pairing.rate)
+        if ctx.main and not out.frames:
+            shutil.rmtree(out.scratch)
+        D.barrier(ctx)
+        part = {k: [x for p in parts for x in p[k]] for k in ("fused", "sources")}
+    if ctx.main:
+        write_record(out, record, job, seqs, pairing, part, time.perf_counter() - t0, ctx.world)
+    return 0
+
+
+def write_record(out: Outputs, record: dict, job, seqs, pairing, part: dict, seconds: float, world: int) -> None:
+    """The sequence's record (<name>.json), and the run's summary lines."""
     from utils.files import write_text
     from utils.records import software
+    n = len(part["fused"])
+    stats = {"frames": n, "seconds": round(seconds, 3), "frames_per_second": round(n / seconds, 3),
+             "processes": world, "flicker": {"fused": round(flicker(part["fused"]), 4),
+                                             "sources": [round(flicker(c), 4) for c in np.asarray(part["sources"]).T]}}
     inputs = [{"path": str(s.path), "frames": s.count, "size": list(s.size),
                "fps": float(s.rate) if s.rate else None} for s in seqs]
+    calibration = {"calibration_frames": job.calibrate} if job.output_mode == SEQUENCE_MODE else {}
     write_text(out.record, json.dumps({**record, "output_mode": job.output_mode, "software": software(),
                                        "inputs": inputs, "pairing": pairing.how, "fps": float(pairing.rate),
-                                       **({"calibration_frames": job.calibrate} if job.output_mode == SEQUENCE_MODE
-                                          else {}), **stats}, indent=1))
+                                       **calibration, **stats}, indent=1))
     f = stats["flicker"]
-    log.info(f"{name}: {stats['frames']} frames fused in {stats['seconds']:.1f} s ({stats['frames_per_second']:.2f} "
-             f"frames/s) -> {', '.join(str(p) for p in (out.video, out.frames) if p)}")
+    log.info(f"{out.record.stem}: {n} frames fused in {seconds:.1f} s ({n / seconds:.2f} frames/s"
+             f"{f', {world} processes' if world > 1 else ''}) -> "
+             f"{', '.join(str(p) for p in (out.video, out.frames) if p)}")
     log.info(f"flicker (mean |change| of brightness per frame, 8-bit levels): fused {f['fused']:.2f}, sources "
              f"{' / '.join(f'{x:.2f}' for x in f['sources'])}")
-    return 0

@@ -169,7 +169,7 @@ def open_sequence(path: Path) -> Sequence:
 class Pairing:
     """Which frame of each sequence makes each fused frame: ``indices[t][k]`` is sequence k's
     frame for output frame t (0-based, non-decreasing in t). ``how``: ``one-to-one``,
-    ``timestamps`` or ``trimmed``; ``rate`` the output's frame rate."""
+    ``timestamps``, ``names`` or ``trimmed``; ``rate`` the output's frame rate."""
     indices: np.ndarray
     how: str
     rate: Fraction
@@ -181,9 +181,10 @@ class Pairing:
 def pair_frames(seqs: list[Sequence], trim: bool = False, fps: float | None = None) -> Pairing:
     """Equal frame counts pair one to one; different counts pair by timestamp when every sequence
     is a video (on the timeline of the one with the fewest frames: each of its frames takes the
-    nearest frame of the others, and frames outside the others' time span are dropped); else
-    ``trim`` fuses the first frames of each, as many as the shortest has, and without it the
-    mismatch is a JobError stating every count."""
+    nearest frame of the others, and frames outside the others' time span are dropped), and by
+    file name when every sequence is a frame folder and they share names; else ``trim`` fuses
+    the first frames of each, as many as the shortest has, and without it the mismatch is a
+    JobError stating every count."""
     counts = [s.count for s in seqs]
     rate = Fraction(fps).limit_denominator(1001) if fps else None
     if len(set(counts)) == 1:
@@ -191,9 +192,11 @@ def pair_frames(seqs: list[Sequence], trim: bool = False, fps: float | None = No
         return Pairing(idx, "one-to-one", rate or seqs[0].rate or Fraction(DEFAULT_FPS))
     if all(s.times is not None for s in seqs):
         return by_timestamps(seqs, rate)
+    if all(s.files for s in seqs) and (named := by_names(seqs, rate)) is not None:
+        return named
     listing = ", ".join(f"{s.path}: {s.count} frames" for s in seqs)
     if not trim:
-        raise JobError(f"the sequences differ in length ({listing}) and frame folders carry no timestamps to "
+        raise JobError(f"the sequences differ in length ({listing}), with no timestamps or shared file names to "
                        f"pair them by; pass --trim to fuse the first {min(counts)} frames of each, one to one")
     n = min(counts)
     return Pairing(np.repeat(np.arange(n)[:, None], len(seqs), axis=1), "trimmed",
@@ -219,19 +222,38 @@ def by_timestamps(seqs: list[Sequence], rate: Fraction | None) -> Pairing:
     return Pairing(idx, "timestamps", rate or seqs[lead].rate or Fraction(DEFAULT_FPS))
 
 
+def by_names(seqs: list[Sequence], rate: Fraction | None) -> Pairing | None:
+    """:func:`pair_frames` for frame folders of different counts that share file names (``ir/``
+    and ``vi/`` of a data set with a frame missing here or there): the frames whose name (without
+    extension) is in every folder, in order; None when no name is shared."""
+    names = [{f.stem: i for i, f in enumerate(s.files)} for s in seqs]
+    common = sorted(set(names[0]).intersection(*names[1:]), key=lambda n: names[0][n])
+    if not common:
+        return None
+    idx = np.array([[nm[n] for nm in names] for n in common])
+    if (np.diff(idx, axis=0) < 0).any():  # the folders order the shared names differently
+        return None
+    return Pairing(idx, "names", rate or Fraction(DEFAULT_FPS))
+
+
 def paired(seqs: list[Sequence], pairing: Pairing):
     """The frames of every sequence as the pairing asks, one tuple per output frame, streamed:
     each sequence is decoded once, in order; a frame used twice is not decoded twice."""
-    streams = [pick(s.frames(), pairing.indices[:, k]) for k, s in enumerate(seqs)]
+    streams = [pick(s.frames(), pairing.indices[:, k], s) for k, s in enumerate(seqs)]
     return zip(*streams, strict=True)
 
 
-def pick(frames, wanted):
-    """The frames of the iterator ``frames`` at the non-decreasing positions ``wanted``."""
+def pick(frames, wanted, seq: Sequence | None = None):
+    """The frames of the iterator ``frames`` at the non-decreasing positions ``wanted``; a
+    JobError when it ends first (a video whose last packets do not decode)."""
     pos, current = -1, None
     for i in wanted:
         while pos < i:
-            current = next(frames)
+            current = next(frames, None)
+            if current is None:
+                where = f"{seq.path}: " if seq else ""
+                raise JobError(f"{where}decoding ended after {pos + 1} frames; {int(i) + 1} or more were expected "
+                               f"({seq.count if seq else '?'} packets): a damaged or truncated file")
             pos += 1
         yield current
 
