@@ -243,6 +243,10 @@ def test_a_colour_visible_video_keeps_its_colour(tmp_path):
     assert run("--videos", tmp_path / "ir.mp4", tmp_path / "vis.mp4", "--output_path", tmp_path / "o") == 0
     out = open_sequence(tmp_path / "o" / "video" / "ir_vis.mp4")
     assert out.colour and out.count == 4
+    assert run("--videos", tmp_path / "ir.mp4", tmp_path / "vis.mp4", "--output_path", tmp_path / "rgb", "--rgb") == 0
+    rgb = open_sequence(tmp_path / "rgb" / "video" / "ir_vis.mp4")  # the RGB network fuses colour directly
+    assert rgb.colour and rgb.count == 4
+    assert json.loads((tmp_path / "rgb" / "video" / "ir_vis.json").read_text())["weights"].startswith("densefuse_rgb")
 
 
 def test_an_interrupt_leaves_the_old_video_or_none(clips, tmp_path, monkeypatch):
@@ -268,6 +272,19 @@ def test_an_interrupt_leaves_the_old_video_or_none(clips, tmp_path, monkeypatch)
     calls["n"] = 0
     assert run("--videos", clips / "IR.mp4", clips / "VIS.mp4", "--output_path", tmp_path / "new") == 2
     assert not (tmp_path / "new" / "video").exists() or not any((tmp_path / "new" / "video").iterdir())
+
+
+def test_an_input_is_never_an_output(clips, tmp_path, caplog):
+    """A frames folder given as input where the output goes (a second run on its own results):
+    refused even with --overwrite, and not one input frame removed."""
+    import shutil
+    shutil.copytree(clips / "ir", tmp_path / "video" / "seq")  # the name two folders "seq" fuse to
+    shutil.copytree(clips / "vi", tmp_path / "visible" / "seq")
+    before = sorted(p.name for p in (tmp_path / "video" / "seq").iterdir())
+    assert run("--frames", tmp_path / "video" / "seq", tmp_path / "visible" / "seq", "--output_path", tmp_path,
+               "--overwrite") == 2
+    assert "seq: is an input of this run" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "video" / "seq").iterdir()) == before
 
 
 def test_sizes_must_agree_or_be_resized(clips, tmp_path, caplog):
@@ -296,6 +313,15 @@ def test_align_estimates_once_on_the_chosen_frame(tmp_path):
     assert reg["frame"] == 3 and np.allclose(np.asarray(reg["matrices"][0])[[0, 1], [0, 1]], 4 / 3, atol=0.03)
     out = open_sequence(tmp_path / "video_add_clip_aligned" / "ir_vi")
     assert out.count == 6 and out.size[0] > 140 and out.size[1] > 105
+    # the rig's transform, written once and reused: the same frames without estimating
+    assert run("--frames", tmp_path / "ir", tmp_path / "vi", "--output_path", tmp_path / "w", "--align",
+               "--write_transform", tmp_path / "rig.json", "--output_mode", "clip", "--align_frame", "3") == 0
+    assert run("--frames", tmp_path / "ir", tmp_path / "vi", "--output_path", tmp_path / "t", "--transform",
+               tmp_path / "rig.json", "--output_mode", "clip") == 0
+    aligned = sorted((tmp_path / "w" / "video_add_clip_aligned" / "ir_vi").glob("*.png"))
+    known = sorted((tmp_path / "t" / "video_add_clip_aligned" / "ir_vi").glob("*.png"))
+    assert len(known) == 6 and all(np.abs(load_image(a) - load_image(b)).max() <= 1 / 255 + 1e-6
+                                   for a, b in zip(aligned, known, strict=True))
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -59,10 +59,15 @@ class Outputs:
             found.append(self.frames)
         return found
 
-    def prepare(self, overwrite: bool) -> None:
-        """Refuse to replace earlier results unless ``overwrite`` (then clear the old frames);
-        check the folder takes files, all before any frame is fused."""
-        from utils.files import check_writable
+    def prepare(self, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
+        """Refuse to replace earlier results unless ``overwrite`` (then clear the old frames), and
+        any output that is one of the run's ``inputs`` (even with it); check the folder takes
+        files, all before any frame is fused."""
+        from utils.files import check_writable, resolved
+        taken = {resolved(p) for p in inputs}
+        for p in (self.video, self.frames, self.record):
+            if p is not None and resolved(p) in taken:
+                raise JobError(f"{p}: is an input of this run; choose another --output_path")
         if (found := self.existing()) and not overwrite:
             raise JobError(f"{', '.join(map(str, found))}: already there; pass --overwrite to replace "
                            f"{'it' if len(found) == 1 else 'them'} or choose another --output_path")
@@ -267,7 +272,7 @@ def fuse_job(job, load, ctx) -> int:
     from utils import distributed as D
     seqs, pairing = open_inputs(job)
     name, out = outputs_for(job)
-    on_main(lambda: out.prepare(job.overwrite), ctx)
+    on_main(lambda: out.prepare(job.overwrite, job.sequences), ctx)
     network, settings, record = load()
     stream = Stream(seqs, pairing, network, settings, job.output_mode, job.calibrate)
     t0 = time.perf_counter()
@@ -275,6 +280,10 @@ def fuse_job(job, load, ctx) -> int:
         stream.registration, record["registration"] = on_main(
             lambda: register_once(stream, job.align, job.align_frame), ctx)
         stream.fill, record["align"] = job.align.fill, job.align.settings()
+        if job.write_transform and ctx.main:
+            from utils.registration import write_transform
+            write_transform(job.write_transform, stream.registration)
+            log.info(f"{job.write_transform}: the transform of frame {job.align_frame}; reuse it with --transform")
     if job.output_mode == SEQUENCE_MODE:
         stream.limits = on_main(stream.calibrated, ctx)
         record["limits"] = [round(x, 6) for x in stream.limits]
