@@ -66,6 +66,25 @@ def test_a_video_round_trips(tmp_path, colour):
     assert err.mean() < 2.0 and err.max() < 40, (err.mean(), err.max())  # H.264 at CRF 10, 4:2:0 chroma
 
 
+def test_a_16_bit_gray_video_is_read_at_16_bits(tmp_path):
+    """A thermal core's 16-bit gray frames in FFV1 (lossless): read exactly, scaled by 1/65535."""
+    import av
+    frames = [(np.arange(48 * 64).reshape(48, 64) * 13 + 1000 * k).astype(np.uint16) for k in range(3)]
+    with av.open(str(tmp_path / "t.mkv"), "w") as c:
+        st = c.add_stream("ffv1", rate=25)
+        st.width, st.height, st.pix_fmt = 64, 48, "gray16le"
+        for k, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="gray16le")
+            frame.pts = k
+            c.mux(st.encode(frame))
+        c.mux(st.encode())
+    seq = open_sequence(tmp_path / "t.mkv")
+    assert (seq.count, seq.size, seq.colour, seq.deep) == (3, (64, 48), False, True)
+    assert "16-bit gray" in seq.describe()
+    for got, want in zip(seq.frames(), frames, strict=True):
+        assert np.array_equal(np.rint(got.astype(np.float64) * 65535), want)
+
+
 def test_a_frames_folder_is_read_in_natural_order(tmp_path):
     frames = [np.full((8, 10), k / 20, np.float32) for k in range(12)]
     write_frames(tmp_path / "f", frames)  # frame1.png ... frame12.png: 10 after 9, not after 1
@@ -272,6 +291,22 @@ def test_an_interrupt_leaves_the_old_video_or_none(clips, tmp_path, monkeypatch)
     calls["n"] = 0
     assert run("--videos", clips / "IR.mp4", clips / "VIS.mp4", "--output_path", tmp_path / "new") == 2
     assert not (tmp_path / "new" / "video").exists() or not any((tmp_path / "new" / "video").iterdir())
+
+
+def test_two_cameras_of_other_rates_and_sizes_pair_by_timestamp_end_to_end(tmp_path, caplog):
+    """A 25 fps infrared camera against a 12.5 fps visible one at twice the resolution, over the
+    same 0.48 s, through run_infer.py with --resize: 6 fused frames at 12.5 fps in the visible's size
+    (which frame each takes: test_different_counts_pair_by_timestamp)."""
+    frames = tno_frames(12)
+    write_video(tmp_path / "ir.mp4", (a for a, _ in frames), rate=25)
+    write_video(tmp_path / "vis.mp4", (np.kron(b, np.ones((2, 2), np.float32)) for _, b in frames[::2]), rate=12.5)
+    assert run("--videos", tmp_path / "ir.mp4", tmp_path / "vis.mp4", "--output_path", tmp_path, "--resize",
+               "--write", "frames", "--output_mode", "minmax") == 0
+    assert "6 frames paired by timestamp (12 / 6 frames in the inputs)" in caplog.text
+    record = json.loads((tmp_path / "video_add_minmax_resized" / "ir_vis.json").read_text())
+    assert (record["pairing"], record["fps"], record["frames"]) == ("timestamps", 12.5, 6)
+    out = open_sequence(tmp_path / "video_add_minmax_resized" / "ir_vis")
+    assert (out.count, out.size) == (6, (2 * SIZE[0], 2 * SIZE[1]))
 
 
 def test_an_input_is_never_an_output(clips, tmp_path, caplog):

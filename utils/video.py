@@ -4,7 +4,9 @@ and folders of frames; and pairing the frames of two or more sequences.
 Frames are float32 in [0, 1], (H,W) gray or (H,W,3) RGB, as images are (``utils.images``). A video
 is gray when its first frame's three channels agree within :data:`GRAY_TOLERANCE` levels (a gray
 camera's H.264 stream carries neutral chroma; codecs round it by a level or two); its frames are
-then read as the decoder's luma. Nothing here holds more than one frame per sequence: readers
+then read as the decoder's luma; a video stored as gray of more than 8 bits (``gray16le``,
+``gray12le``, ... as thermal cores record in FFV1) is read at 16 bits and scaled by 1/65535, as 16-bit
+images are. Nothing here holds more than one frame per sequence: readers
 decode as they are iterated and writers encode as they are given frames.
 
 Output video: H.264 (libx264, bundled with PyAV's wheels: no system ffmpeg), yuv420p for players
@@ -48,7 +50,8 @@ def av():
 class Sequence:
     """One input: a video file or a folder of frames. ``count`` frames of ``size`` (w, h);
     ``times``: each frame's presentation time in seconds (videos; None for folders); ``rate``:
-    the video's average frame rate (None for folders); ``colour``: whether frames are RGB."""
+    the video's average frame rate (None for folders); ``colour``: whether frames are RGB;
+    ``deep``: a gray video of more than 8 bits, read at 16."""
     path: Path
     count: int
     size: tuple[int, int]
@@ -56,6 +59,7 @@ class Sequence:
     times: np.ndarray | None = None
     rate: Fraction | None = None
     files: tuple[Path, ...] = ()
+    deep: bool = False
 
     @property
     def kind(self) -> str:
@@ -63,7 +67,7 @@ class Sequence:
 
     def describe(self) -> str:
         rate = f" at {float(self.rate):.3g} fps" if self.rate else ""
-        kind = "colour" if self.colour else "gray"
+        kind = "colour" if self.colour else "16-bit gray" if self.deep else "gray"
         return f"{self.path}: {self.count} frames{rate}, {self.size[0]}x{self.size[1]}, {kind}"
 
     def frames(self):
@@ -85,7 +89,7 @@ def open_video(path: Path) -> Sequence:
                 raise JobError(f"{path}: no video stream in it")
             st = c.streams.video[0]
             pts = [p.pts for p in c.demux(st) if p.size > 0]
-            rate, base = st.average_rate, st.time_base
+            rate, base, pix = st.average_rate, st.time_base, st.codec_context.pix_fmt or ""
         with mod.open(str(path)) as c:
             first = next(c.decode(video=0), None)
     except mod.FFmpegError as e:
@@ -95,12 +99,15 @@ def open_video(path: Path) -> Sequence:
     rgb = first.to_ndarray(format="rgb24").astype(np.int16)
     colour = bool(np.abs(rgb - rgb[..., :1]).max() > GRAY_TOLERANCE)
     times = None if None in pts else np.sort(np.asarray(pts, np.float64)) * float(base)  # AVI may have none
-    return Sequence(path, len(pts), (first.width, first.height), colour, times, Fraction(rate) if rate else None)
+    deep = pix.startswith("gray") and pix not in ("gray", "gray8")  # gray10le, gray12le, gray16le, ...
+    return Sequence(path, len(pts), (first.width, first.height), colour and not deep, times,
+                    Fraction(rate) if rate else None, deep=deep)
 
 
 def read_video(seq: Sequence):
     mod = av()
-    fmt = "rgb24" if seq.colour else "gray"
+    fmt = "rgb24" if seq.colour else "gray16le" if seq.deep else "gray"
+    scale = np.float32(65535 if seq.deep else 255)
     n = 0
     try:
         with mod.open(str(seq.path)) as c:
@@ -112,7 +119,7 @@ def read_video(seq: Sequence):
                     raise JobError(f"{seq.path}: frame {n + 1} is {a.shape[1]}x{a.shape[0]}, the first "
                                    f"{seq.size[0]}x{seq.size[1]}; a video that changes size is not supported")
                 n += 1
-                yield a.astype(np.float32) / np.float32(255)
+                yield a.astype(np.float32) / scale
     except mod.FFmpegError as e:
         raise JobError(f"{seq.path}: cannot decode frame {n + 1} ({e})") from None
 
