@@ -280,7 +280,11 @@ def test_an_interrupt_leaves_the_old_video_or_none(clips, tmp_path, monkeypatch)
                 raise KeyboardInterrupt
             yield item
     args = ("--videos", clips / "IR.mp4", clips / "VIS.mp4", "--output_path", tmp_path, "--write", "both")
+    (tmp_path / "video").mkdir()
+    killed = tmp_path / "video" / ".IR_VIS.mp4.a1B2c3D4.tmp"  # what a SIGKILLed run leaves
+    killed.write_bytes(b"half a video")
     assert run(*args) == 0
+    assert not killed.exists()  # removed by the next run of that output
     video = tmp_path / "video" / "IR_VIS.mp4"
     before = video.read_bytes()
     monkeypatch.setattr(sequences.Stream, "fused", interrupted)
@@ -341,16 +345,14 @@ def test_align_estimates_once_on_the_chosen_frame(tmp_path):
     import cv2
     write_frames(tmp_path / "ir", (cv2.resize(b, (120, 90), interpolation=cv2.INTER_AREA) for _, b in frames))
     write_frames(tmp_path / "vi", (b for _, b in frames))
-    assert run("--frames", tmp_path / "ir", tmp_path / "vi", "--output_path", tmp_path, "--align",
-               "--align_frame", "3", "--output_mode", "clip") == 0
-    record = json.loads((tmp_path / "video_add_clip_aligned" / "ir_vi.json").read_text())
+    assert run("--frames", tmp_path / "ir", tmp_path / "vi", "--output_path", tmp_path / "w", "--align",
+               "--align_frame", "3", "--write_transform", tmp_path / "rig.json", "--output_mode", "clip") == 0
+    record = json.loads((tmp_path / "w" / "video_add_clip_aligned" / "ir_vi.json").read_text())
     reg = record["registration"]
     assert reg["frame"] == 3 and np.allclose(np.asarray(reg["matrices"][0])[[0, 1], [0, 1]], 4 / 3, atol=0.03)
-    out = open_sequence(tmp_path / "video_add_clip_aligned" / "ir_vi")
+    out = open_sequence(tmp_path / "w" / "video_add_clip_aligned" / "ir_vi")
     assert out.count == 6 and out.size[0] > 140 and out.size[1] > 105
     # the rig's transform, written once and reused: the same frames without estimating
-    assert run("--frames", tmp_path / "ir", tmp_path / "vi", "--output_path", tmp_path / "w", "--align",
-               "--write_transform", tmp_path / "rig.json", "--output_mode", "clip", "--align_frame", "3") == 0
     assert run("--frames", tmp_path / "ir", tmp_path / "vi", "--output_path", tmp_path / "t", "--transform",
                tmp_path / "rig.json", "--output_mode", "clip") == 0
     aligned = sorted((tmp_path / "w" / "video_add_clip_aligned" / "ir_vi").glob("*.png"))

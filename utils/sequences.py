@@ -77,6 +77,11 @@ class Outputs:
         if self.scratch.is_dir():  # what a killed torchrun run left
             import shutil
             shutil.rmtree(self.scratch)
+        if self.video is not None and self.video.parent.is_dir():  # a killed run's unfinished video
+            from utils.files import TEMP_NAME
+            for p in self.video.parent.glob(f".{self.video.name}.*.tmp"):
+                if (m := TEMP_NAME.match(p.name)) and m["final"] == self.video.name and p.is_file():
+                    p.unlink()
         if problem := check_writable(self.record.parent):
             raise JobError(problem)
 
