@@ -427,3 +427,33 @@ def test_memory_does_not_grow_with_the_length(tmp_path):
                                  str(tmp_path / str(n) / "out"), "--write", "both"], tmp_path / "log.txt")[1]
         assert len(list((tmp_path / str(n) / "out").rglob("*.png"))) == n
     assert peaks[600] <= 1.10 * peaks[30], peaks
+
+
+@pytest.mark.slow  # ~20 s: real processes, killed and interrupted mid-stream
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_a_real_process_stopped_mid_video_leaves_none_and_the_next_run_finishes(tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from utils.benchmarking_video import write_clip
+    ir, vis = write_clip(tmp_path / "clip", 40, (256, 192))
+    argv = [sys.executable, "run_infer.py", "--videos", str(ir), str(vis), "--output_path", str(tmp_path / "out"),
+            "--write", "both"]
+    frames = tmp_path / "out" / "video" / "IR_VIS"
+    proc = subprocess.Popen(argv, cwd=Path(run_infer.__file__).parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(frames.glob("*.png"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    video = tmp_path / "out" / "video" / "IR_VIS.mp4"
+    assert not video.exists()  # never a half-written file under the final name
+    if sig == "SIGINT":
+        assert "interrupted after" in err and "no video written" in err and "Traceback" not in err, err
+        assert not list(video.parent.glob(".*.tmp"))
+    assert subprocess.run([*argv, "--overwrite"], cwd=Path(run_infer.__file__).parent,
+                          capture_output=True).returncode == 0
+    assert open_sequence(video).count == 40 and not list(video.parent.glob(".*.tmp"))
