@@ -196,14 +196,8 @@ def run_on(job, device, ctx) -> int:
     record = recorded_settings(weights, info, settings, job.backend)
     if job.align is not None:
         record["align"] = job.align.settings()
-    problem = None
-    if ctx.main:  # it may remove stale files: once, before any rank writes
-        try:
-            prepare_outputs(checked, record, job.overwrite, run_inputs(sets))
-        except JobError as e:
-            problem = e
-    if problem := D.from_main(problem, ctx):
-        raise problem
+    # it may remove stale files: once, before any rank writes
+    D.on_main(lambda: prepare_outputs(checked, record, job.overwrite, run_inputs(sets)), ctx, JobError)
     if job.backend == "torch":
         from utils.devices import keep_freed_memory
         from utils.fusion import prepare_model

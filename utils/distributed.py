@@ -153,6 +153,22 @@ def from_main(obj, ctx: Context):
     return box[0]
 
 
+def on_main(fn, ctx: Context, errors: type[Exception] | tuple = ()):
+    """``fn()`` on rank 0 alone (work that claims, moves or removes files), its result on every
+    rank; an exception of the ``errors`` types it raises is raised on every rank (so all stop on
+    the one report)."""
+    result = None
+    if ctx.main:
+        try:
+            result = fn()
+        except errors as e:
+            result = e
+    result = from_main(result, ctx)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         import torch.distributed as dist

@@ -246,21 +246,6 @@ def outputs_for(job) -> tuple[str, Outputs]:
     return name, Outputs(video, frames, folder / f"{name}.json")
 
 
-def on_main(fn, ctx):
-    """``fn()`` on rank 0, its result (or its JobError, raised) on every rank."""
-    from utils import distributed as D
-    result = None
-    if ctx.main:
-        try:
-            result = fn()
-        except JobError as e:
-            result = e
-    result = D.from_main(result, ctx)
-    if isinstance(result, JobError):
-        raise result
-    return result
-
-
 def chunk(n: int, ctx) -> tuple[int, int]:
     """This rank's contiguous share ``[first, last)`` of ``n`` output frames (sizes differ by at most 1)."""
     bounds = np.linspace(0, n, ctx.world + 1).round().astype(int)
@@ -277,20 +262,20 @@ def fuse_job(job, load, ctx) -> int:
     from utils import distributed as D
     seqs, pairing = open_inputs(job)
     name, out = outputs_for(job)
-    on_main(lambda: out.prepare(job.overwrite, job.sequences), ctx)
+    D.on_main(lambda: out.prepare(job.overwrite, job.sequences), ctx, JobError)
     network, settings, record = load()
     stream = Stream(seqs, pairing, network, settings, job.output_mode, job.calibrate)
     t0 = time.perf_counter()
     if job.align is not None:
-        stream.registration, record["registration"] = on_main(
-            lambda: register_once(stream, job.align, job.align_frame), ctx)
+        stream.registration, record["registration"] = D.on_main(
+            lambda: register_once(stream, job.align, job.align_frame), ctx, JobError)
         stream.fill, record["align"] = job.align.fill, job.align.settings()
         if job.write_transform and ctx.main:
             from utils.registration import write_transform
             write_transform(job.write_transform, stream.registration)
             log.info(f"{job.write_transform}: the transform of frame {job.align_frame}; reuse it with --transform")
     if job.output_mode == SEQUENCE_MODE:
-        stream.limits = on_main(stream.calibrated, ctx)
+        stream.limits = D.on_main(stream.calibrated, ctx, JobError)
         record["limits"] = [round(x, 6) for x in stream.limits]
     if ctx.world == 1:
         part = fuse_stream(stream, out.video, out.frames, name)

@@ -243,13 +243,4 @@ def open_run(cfg: TrainConfig, resume: dict | None, auto: bool) -> tuple[Path, s
 def open_run_once(cfg: TrainConfig, resume: dict | None, auto: bool, ctx) -> tuple[Path, str]:
     """:func:`open_run` on rank 0 alone (it claims and moves files); the others take its answer,
     or stop with its error."""
-    answer = None
-    if ctx.main:
-        try:
-            answer = open_run(cfg, resume, auto)
-        except TrainingError as e:
-            answer = e
-    answer = D.from_main(answer, ctx)
-    if isinstance(answer, TrainingError):
-        raise answer
-    return answer
+    return D.on_main(lambda: open_run(cfg, resume, auto), ctx, TrainingError)
