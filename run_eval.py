@@ -225,35 +225,21 @@ def report(args, results: dict[str, list[dict]], colour: bool, methods: dict[str
 
 def sequence_main(args) -> int:
     """--sequence: the per-frame rows (to --csv/--json), their mean row and the flicker figure."""
-    from utils.evaluation import EvalError, format_row, mean_row, write_csv, write_json
+    from utils.evaluation import EvalError
     from utils.log import log
-    from utils.metrics import CONVENTIONS
-    from utils.sequence_eval import evaluate_sequence
-    fused = Path(args.sequence)
+    from utils.sequence_eval import evaluate_sequence, report_sequence
     try:
         if args.every < 1:
             raise EvalError(f"--every must be at least 1, got {args.every}")
         for flag in ("csv", "json"):
             if (out := getattr(args, flag)) and Path(out).exists() and not args.overwrite:
                 raise EvalError(f"--{flag} {out}: already there; pass --overwrite to replace it")
-        rows, colour, flick = evaluate_sequence(fused, args.inputs, args.profile, args.metrics, args.every,
-                                                progress=not args.quiet)
+        rows, colour, flick = evaluate_sequence(Path(args.sequence), args.inputs, args.profile, args.metrics,
+                                                args.every, progress=not args.quiet)
+        report_sequence(rows, colour, flick, Path(args.sequence), args.profile, args.every, args.csv, args.json)
     except (EvalError, ValueError) as e:
         log.error(str(e))
         return 2
-    what = f"{fused}, mean of {len(rows)} frames" + (f" (1 in {args.every})" if args.every > 1 else "")
-    rows = [*rows, mean_row(rows)]
-    colour_note = "; colour scored on luma Y" if colour and args.profile != "vifb" else ""
-    log.info(format_row(rows[-1], f"profile {args.profile}: {what}{colour_note}", arrows=True))
-    log.info(f"flicker (mean |change| of brightness per frame, 8-bit levels): fused {flick['fused']:.2f}, sources "
-             f"{' / '.join(f'{x:.2f}' for x in flick['sources'])}")
-    try:
-        if args.csv:
-            write_csv(rows, Path(args.csv))
-        if args.json:
-            conv = {k: CONVENTIONS[args.profile][k] for k in rows[0] if k != "pair"}
-            write_json(rows, Path(args.json), {"profile": args.profile, "sequence": str(fused), "every": args.every,
-                                               "flicker": flick, "conventions": conv})
     except OSError as e:
         log.error(f"cannot write {e.filename or 'a report file'}: {e.strerror or e}")
         return 2

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.files import write_text
-from utils.images import IMAGE_EXTENSIONS, image_size, load_image
+from utils.images import IMAGE_EXTENSIONS, image_size, load_image, rgb_to_gray
 from utils.metrics import COLOUR_AS_STORED, PROFILES, higher_is_better
 from utils.metrics.common import TooSmall
 from utils.pairs import Pair
@@ -48,10 +48,14 @@ def load_levels(path: Path, as_stored: bool = False) -> tuple[np.ndarray, bool]:
     """Gray levels 0-255 (float64) of an image file and whether it was colour. Colour is reduced
     to its luma Y (BT.601), unless ``as_stored``: then (H, W, 3) levels rounded to integers, what
     MATLAB's ``imread`` gives the ``vifb`` profile."""
-    img = load_image(path)
+    return image_levels(load_image(path), as_stored)
+
+
+def image_levels(img: np.ndarray, as_stored: bool = False) -> tuple[np.ndarray, bool]:
+    """:func:`load_levels` of a decoded float [0, 1] image (a video frame)."""
     colour = img.ndim == 3
     if colour and not as_stored:
-        img = load_image(path, gray=True)
+        img = rgb_to_gray(img)
     levels = img.astype(np.float64) * 255.0
     return (np.rint(levels) if as_stored else levels), colour
 

@@ -55,22 +55,12 @@ def sources_of(fused: Path, inputs: list[str] | None):
     return seqs, pairing, reg, fill
 
 
-def levels(img: np.ndarray, as_stored: bool) -> tuple[np.ndarray, bool]:
-    """``utils.evaluation.load_levels`` for a decoded frame (float [0, 1])."""
-    from utils.images import rgb_to_gray
-    colour = img.ndim == 3
-    if colour and not as_stored:
-        img = rgb_to_gray(img)
-    x = img.astype(np.float64) * 255.0
-    return (np.rint(x) if as_stored else x), colour
-
-
 def evaluate_sequence(fused: Path, inputs: list[str] | None, profile: str, metrics: list[str] | None,
                       every: int = 1, progress: bool = True) -> tuple[list[dict], bool, dict]:
     """Rows (``pair`` = ``frame<t>``, 1-based) of every ``every``-th frame, whether the fused
     frames are colour, and ``{"fused": flicker, "sources": [...]}`` over all frames."""
     from utils.errors import JobError
-    from utils.evaluation import metric_table, score
+    from utils.evaluation import image_levels, metric_table, score
     from utils.log import progress_bar
     from utils.metrics import COLOUR_AS_STORED
     from utils.sequences import Stream, brightness, flicker
@@ -95,7 +85,7 @@ def evaluate_sequence(fused: Path, inputs: list[str] | None, profile: str, metri
             source_b.append([brightness(s) for s in sources])
             if t % every:
                 continue
-            (a, _), (b, _), (fl, c) = (levels(x, stored) for x in (*sources, f))
+            (a, _), (b, _), (fl, c) = (image_levels(x, stored) for x in (*sources, f))
             if a.shape[:2] != fl.shape[:2]:
                 raise EvalError(f"frame {t + 1}: fused {fl.shape[1]}x{fl.shape[0]}, sources "
                                 f"{a.shape[1]}x{a.shape[0]} (registered results need their record)")
@@ -105,3 +95,24 @@ def evaluate_sequence(fused: Path, inputs: list[str] | None, profile: str, metri
         raise EvalError(str(e)) from None
     return rows, colour, {"fused": flicker(fused_b), "sources": [flicker(c) for c in np.asarray(source_b).T]}
 
+
+
+def report_sequence(rows: list[dict], colour: bool, flick: dict, fused: Path, profile: str, every: int,
+                    csv: str | None = None, json_file: str | None = None) -> None:
+    """Print the mean row and the flicker figures; write the per-frame rows to ``csv``/``json_file``
+    (each atomically; an OSError names the file)."""
+    from utils.evaluation import format_row, mean_row, write_csv, write_json
+    from utils.log import log
+    from utils.metrics import CONVENTIONS
+    from utils.sequences import flicker_line
+    what = f"{fused}, mean of {len(rows)} frames" + (f" (1 in {every})" if every > 1 else "")
+    rows = [*rows, mean_row(rows)]
+    colour_note = "; colour scored on luma Y" if colour and profile != "vifb" else ""
+    log.info(format_row(rows[-1], f"profile {profile}: {what}{colour_note}", arrows=True))
+    log.info(flicker_line(flick))
+    if csv:
+        write_csv(rows, Path(csv))
+    if json_file:
+        conventions = {k: CONVENTIONS[profile][k] for k in rows[0] if k != "pair"}
+        write_json(rows, Path(json_file), {"profile": profile, "sequence": str(fused), "every": every,
+                                           "flicker": flick, "conventions": conventions})

@@ -34,6 +34,12 @@ def flicker(brightness) -> float:
     return float(np.abs(np.diff(b)).mean()) if len(b) > 1 else 0.0
 
 
+def flicker_line(f: dict) -> str:
+    """The flicker figures ``{"fused": x, "sources": [...]}`` as the scripts print them."""
+    return (f"flicker (mean |change| of brightness per frame, 8-bit levels): fused {f['fused']:.2f}, sources "
+            f"{' / '.join(f'{x:.2f}' for x in f['sources'])}")
+
+
 def brightness(img: np.ndarray) -> float:
     """Mean level of an image on 0-255 (uint8 or float [0, 1]); BT.601 luma for colour."""
     x = img.astype(np.float64) * (1 if img.dtype == np.uint8 else 255)
@@ -313,5 +319,4 @@ def write_record(out: Outputs, record: dict, job, seqs, pairing, part: dict, sec
     log.info(f"{out.record.stem}: {n} frames fused in {seconds:.1f} s ({n / seconds:.2f} frames/s"
              f"{f', {world} processes' if world > 1 else ''}) -> "
              f"{', '.join(str(p) for p in (out.video, out.frames) if p)}")
-    log.info(f"flicker (mean |change| of brightness per frame, 8-bit levels): fused {f['fused']:.2f}, sources "
-             f"{' / '.join(f'{x:.2f}' for x in f['sources'])}")
+    log.info(flicker_line(f))
