@@ -134,9 +134,14 @@ def bench_deploy(repeats: int, smoke: bool, fresh: bool = True) -> dict:
     return row
 
 
+def process_figure(entry: dict, digits: int = 2) -> str:
+    """One :func:`process_figures` entry as printed: ``"4.11 s, 385 MiB"``."""
+    return f"{entry['seconds']:.{digits}f} s, {entry['peak_mib']:.0f} MiB"
+
+
 def print_deploy(r: dict) -> None:
     def fig(name):
-        return f"{r[name]['seconds']:.2f} s, {r[name]['peak_mib']:.0f} MiB"
+        return process_figure(r[name])
     print(f"\ndeploy, one {r['size']} pair, whole processes (median seconds; peak resident memory), "
           f"{r['threads']} threads: plain onnxruntime script {fig('plain_onnxruntime')} | run_infer.py (torch) "
           f"{fig('run_infer_torch')} | run_infer.py --backend onnxruntime {fig('run_infer_onnxruntime')} "

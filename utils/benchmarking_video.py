@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from configs import TEST_DATA
-from utils.benchmarking_deploy import process_figures, run_measured
+from utils.benchmarking_deploy import process_figure, process_figures, run_measured
 
 FRAMES = 16
 SPEED_SIZE = (640, 512)
@@ -104,7 +104,7 @@ def flicker_by_mode(folder: Path, n: int, size: tuple[int, int]) -> dict:
 
 def print_video(r: dict) -> None:
     def fig(name):
-        return f"{r[name]['seconds']:.1f} s, {r[name]['peak_mib']:.0f} MiB"
+        return process_figure(r[name], 1)
     print(f"\nvideo, {r['frames']} frames of {r['size']}, whole processes: run_infer.py --videos {fig('stream')} "
           f"({r['stream_fps']:.2f} frames/s; after start-up and model load {r['stream_loop_fps']:.2f}) | the frames as "
           f"PNG pairs in one run_infer.py {fig('images_one_process')} ({r['images_fps']:.2f} frames/s) | one "
