@@ -352,6 +352,9 @@ def test_align_estimates_once_on_the_chosen_frame(tmp_path):
     assert reg["frame"] == 3 and np.allclose(np.asarray(reg["matrices"][0])[[0, 1], [0, 1]], 4 / 3, atol=0.03)
     out = open_sequence(tmp_path / "w" / "video_add_clip_aligned" / "ir_vi")
     assert out.count == 6 and out.size[0] > 140 and out.size[1] > 105
+    # scored against the source frames registered as the record says (another size would be an error)
+    assert run_eval.main(["--sequence", str(tmp_path / "w" / "video_add_clip_aligned" / "ir_vi"), "--metrics",
+                          "SSIM", "--quiet"]) == 0
     # the rig's transform, written once and reused: the same frames without estimating
     assert run("--frames", tmp_path / "ir", tmp_path / "vi", "--output_path", tmp_path / "t", "--transform",
                tmp_path / "rig.json", "--output_mode", "clip") == 0

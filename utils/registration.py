@@ -57,6 +57,12 @@ class Registration:
                 "matrices": [np.round(m, 8).tolist() for m in self.matrices],
                 "crop": list(self.crop) if self.crop else None, "quality": self.quality}
 
+    @classmethod
+    def from_record(cls, r: dict) -> Registration:
+        """The registration :meth:`record` wrote (to apply it again: the crop and matrices as found)."""
+        return cls(r["reference"], r["model"], [np.asarray(m, np.float64) for m in r["matrices"]],
+                   tuple(r["crop"]) if r.get("crop") else None, dict(r.get("quality") or {}), r.get("source", ""))
+
     def poor(self) -> str | None:
         """Why this registration is not to be trusted, or None."""
         q = self.quality

@@ -43,14 +43,11 @@ def sources_of(fused: Path, inputs: list[str] | None):
     except JobError as e:
         raise EvalError(str(e)) from None
     if pairing is None:  # not ours: one to one
-        n = min(s.count for s in seqs)
-        pairing = Pairing(np.repeat(np.arange(n)[:, None], len(seqs), axis=1), "one-to-one", seqs[0].rate or 25)
+        pairing = Pairing.one_to_one(min(s.count for s in seqs), len(seqs), "one-to-one", seqs[0].rate or 25)
     reg = None
     if not inputs and record.get("registration"):
         from utils.registration import Registration
-        r = record["registration"]
-        reg = Registration(r["reference"], r["model"], [np.asarray(m) for m in r["matrices"]],
-                           tuple(r["crop"]) if r.get("crop") else None, source=r.get("source", ""))
+        reg = Registration.from_record(record["registration"])
     fill = bool(record and record.get("align", {}).get("fill"))
     return seqs, pairing, reg, fill
 

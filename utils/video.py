@@ -184,6 +184,11 @@ class Pairing:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @classmethod
+    def one_to_one(cls, n: int, sequences: int, how: str, rate) -> Pairing:
+        """Frame t of every sequence for output frame t, ``t < n``."""
+        return cls(np.repeat(np.arange(n)[:, None], sequences, axis=1), how, Fraction(rate))
+
 
 def pair_frames(seqs: list[Sequence], trim: bool = False, fps: float | None = None) -> Pairing:
     """Equal frame counts pair one to one; different counts pair by timestamp when every sequence
@@ -195,8 +200,7 @@ def pair_frames(seqs: list[Sequence], trim: bool = False, fps: float | None = No
     counts = [s.count for s in seqs]
     rate = Fraction(fps).limit_denominator(1001) if fps else None
     if len(set(counts)) == 1:
-        idx = np.repeat(np.arange(counts[0])[:, None], len(seqs), axis=1)
-        return Pairing(idx, "one-to-one", rate or seqs[0].rate or Fraction(DEFAULT_FPS))
+        return Pairing.one_to_one(counts[0], len(seqs), "one-to-one", rate or seqs[0].rate or DEFAULT_FPS)
     if all(s.times is not None for s in seqs):
         return by_timestamps(seqs, rate)
     if all(s.files for s in seqs) and (named := by_names(seqs, rate)) is not None:
@@ -206,8 +210,7 @@ def pair_frames(seqs: list[Sequence], trim: bool = False, fps: float | None = No
         raise JobError(f"the sequences differ in length ({listing}), with no timestamps or shared file names to "
                        f"pair them by; pass --trim to fuse the first {min(counts)} frames of each, one to one")
     n = min(counts)
-    return Pairing(np.repeat(np.arange(n)[:, None], len(seqs), axis=1), "trimmed",
-                   rate or next((s.rate for s in seqs if s.rate), Fraction(DEFAULT_FPS)))
+    return Pairing.one_to_one(n, len(seqs), "trimmed", rate or next((s.rate for s in seqs if s.rate), DEFAULT_FPS))
 
 
 def by_timestamps(seqs: list[Sequence], rate: Fraction | None) -> Pairing:
