@@ -129,6 +129,7 @@ def test_ctrl_c_during_fusion_is_one_line(tmp_path, tiny_weights):
     assert set(written) <= set(record["inputs"])
 
 
+@pytest.mark.slow  # 2.5 s: a process; the default run keeps Ctrl-C during fusion
 def test_kill_during_fusion_leaves_no_truncated_png(tmp_path, tiny_weights):
     d = tmp_path / "S"
     for k in range(1, 7):

@@ -336,6 +336,7 @@ def test_sizes_must_agree_or_be_resized(clips, tmp_path, caplog):
     assert (out.count, out.size) == (N, SIZE)
 
 
+@pytest.mark.slow  # 2.5 s: three runs with registration; the default run keeps --resize on frames
 def test_align_estimates_once_on_the_chosen_frame(tmp_path):
     """A second camera at 3/4 the visible's size (the same view; its frames are the visible ones
     resampled, so that the edges certainly agree): --align finds the scale once, on --align_frame,
