@@ -42,6 +42,13 @@ def clips(tmp_path_factory):
     return root
 
 
+def said(capsys) -> str:
+    """What the scripts wrote (utils/log.py writes to the streams, not through the root logger:
+    pytest's caplog sees it only in some versions)."""
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
 def network():
     from utils.checkpoint import load_model
     from utils.fusion import prepare_model
@@ -297,7 +304,7 @@ def test_an_interrupt_leaves_the_old_video_or_none(clips, tmp_path, monkeypatch)
     assert not (tmp_path / "new" / "video").exists() or not any((tmp_path / "new" / "video").iterdir())
 
 
-def test_two_cameras_of_other_rates_and_sizes_pair_by_timestamp_end_to_end(tmp_path, caplog):
+def test_two_cameras_of_other_rates_and_sizes_pair_by_timestamp_end_to_end(tmp_path, capsys):
     """A 25 fps infrared camera against a 12.5 fps visible one at twice the resolution, over the
     same 0.48 s, through run_infer.py with --resize: 6 fused frames at 12.5 fps in the visible's size
     (which frame each takes: test_different_counts_pair_by_timestamp)."""
@@ -306,14 +313,14 @@ def test_two_cameras_of_other_rates_and_sizes_pair_by_timestamp_end_to_end(tmp_p
     write_video(tmp_path / "vis.mp4", (np.kron(b, np.ones((2, 2), np.float32)) for _, b in frames[::2]), rate=12.5)
     assert run("--videos", tmp_path / "ir.mp4", tmp_path / "vis.mp4", "--output_path", tmp_path, "--resize",
                "--write", "frames", "--output_mode", "minmax") == 0
-    assert "6 frames paired by timestamp (12 / 6 frames in the inputs)" in caplog.text
+    assert "6 frames paired by timestamp (12 / 6 frames in the inputs)" in said(capsys)
     record = json.loads((tmp_path / "video_add_minmax_resized" / "ir_vis.json").read_text())
     assert (record["pairing"], record["fps"], record["frames"]) == ("timestamps", 12.5, 6)
     out = open_sequence(tmp_path / "video_add_minmax_resized" / "ir_vis")
     assert (out.count, out.size) == (6, (2 * SIZE[0], 2 * SIZE[1]))
 
 
-def test_an_input_is_never_an_output(clips, tmp_path, caplog):
+def test_an_input_is_never_an_output(clips, tmp_path, capsys):
     """A frames folder given as input where the output goes (a second run on its own results):
     refused even with --overwrite, and not one input frame removed."""
     import shutil
@@ -322,15 +329,16 @@ def test_an_input_is_never_an_output(clips, tmp_path, caplog):
     before = sorted(p.name for p in (tmp_path / "video" / "seq").iterdir())
     assert run("--frames", tmp_path / "video" / "seq", tmp_path / "visible" / "seq", "--output_path", tmp_path,
                "--overwrite") == 2
-    assert "seq: is an input of this run" in caplog.text
+    assert "seq: is an input of this run" in said(capsys)
     assert sorted(p.name for p in (tmp_path / "video" / "seq").iterdir()) == before
 
 
-def test_sizes_must_agree_or_be_resized(clips, tmp_path, caplog):
+def test_sizes_must_agree_or_be_resized(clips, tmp_path, capsys):
     small = tno_frames(N, (48, 36))
     write_frames(tmp_path / "ir_small", (a for a, _ in small))
     assert run("--frames", tmp_path / "ir_small", clips / "vi", "--output_path", tmp_path) == 2
-    assert "frame sizes differ" in caplog.text and "48x36" in caplog.text and "--resize" in caplog.text
+    text = said(capsys)
+    assert "frame sizes differ" in text and "48x36" in text and "--resize" in text
     assert run("--frames", tmp_path / "ir_small", clips / "vi", "--output_path", tmp_path, "--resize") == 0
     out = open_sequence(tmp_path / "video_resized" / "ir_small_vi")
     assert (out.count, out.size) == (N, SIZE)
@@ -374,9 +382,9 @@ def test_align_estimates_once_on_the_chosen_frame(tmp_path):
     (["--frames", "a", "b", "--eval"], "run_eval.py --sequence"),
     (["--frames", "a", "b", "--ir", "x", "--vis", "y"], "not several"),
 ])
-def test_flags_that_do_not_go_together(argv, message, caplog, tmp_path):
+def test_flags_that_do_not_go_together(argv, message, capsys, tmp_path):
     assert run(*argv, "--output_path", tmp_path) == 2
-    assert message in caplog.text
+    assert message in said(capsys)
 
 
 def test_ranks_take_contiguous_chunks_that_cover_the_sequence_once():
@@ -390,9 +398,9 @@ def test_ranks_take_contiguous_chunks_that_cover_the_sequence_once():
         assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
 
 
-def test_eval_refuses_a_sequence_without_record_or_sources(clips, tmp_path, caplog):
+def test_eval_refuses_a_sequence_without_record_or_sources(clips, tmp_path, capsys):
     assert run_eval.main(["--sequence", str(clips / "vi")]) == 2
-    assert "no run record beside it" in caplog.text
+    assert "no run record beside it" in said(capsys)
     assert run_eval.main(["--sequence", str(clips / "vi"), "--inputs", str(clips / "ir"), str(clips / "vi"),
                           "--metrics", "SSIM", "--every", "6", "--quiet"]) == 0
 
