@@ -117,18 +117,17 @@ def reference(images, tmp_path):
     return tmp_path / "one/r/checkpoints"
 
 
-def test_two_ranks_train_what_one_process_trains_and_resume_in_one(images, tmp_path, reference, capsys):
-    capsys.readouterr()
-    r = torchrun("run_train.py", *train_args(images, tmp_path / "two", "--num_epochs", "1"))
-    assert r.returncode == 0, r.stderr
-    two = tmp_path / "two/r/checkpoints"
+def test_two_ranks_train_what_one_process_trains_and_resume_in_one(launch, reference):
+    (train,) = launch.said("train")
+    assert "train exit 0" in train, launch.r.stderr
+    two = launch.root / "two/r/checkpoints"
     a, b = checkpoint(reference / "epoch_1.pt"), checkpoint(two / "epoch_1.pt")
     assert a["step"] == b["step"] == 3 and max_diff(a, b) <= 1e-6
     # Rank 0 alone speaks and writes; the logged losses are the global batch's.
-    assert r.stdout.count("Loaded 6 images") == 1 and r.stdout.count("epoch 1: mean loss") == 1
-    assert "2 processes (torchrun)" in r.stdout
-    assert len(list((tmp_path / "two/r/logs").glob("events.out.tfevents.*"))) == 1
-    ours = float(r.stdout.split("epoch 1: mean loss ")[1].split()[0].rstrip(","))
+    assert train.count("Loaded 6 images") == 1 and train.count("epoch 1: mean loss") == 1
+    assert "2 processes (torchrun)" in train
+    assert len(list((launch.root / "two/r/logs").glob("events.out.tfevents.*"))) == 1
+    ours = float(train.split("epoch 1: mean loss ")[1].split()[0].rstrip(","))
     assert ours == pytest.approx(a["best_loss"], rel=1e-6)
     # A checkpoint written by two ranks continues in one process exactly as one process would have.
     assert run_train.main(["--resume_path", str(two / "last.pt"), "--num_epochs", "2", "--micro_batch", "1",
@@ -143,7 +142,7 @@ def test_two_ranks_train_what_one_process_trains_and_resume_in_one(images, tmp_p
             assert (pb[k] - pa[k]).abs().max() <= 1e-4 * pa[k].abs().max(), k
 
 
-@pytest.mark.slow  # 16 s: two torchrun launches with a restart; the plain launches run by default
+@pytest.mark.slow  # 16 s: two torchrun launches with a restart; the plain launch runs by default
 def test_a_killed_worker_comes_back_and_ctrl_c_leaves_a_resumable_checkpoint(images, tmp_path, reference):
     """One launch, two faults: rank 1 is killed at step 2 and torchrun (--max-restarts 1) starts
     both ranks again, which continue from last.pt by themselves (--resume_path auto); in that
@@ -189,55 +188,91 @@ def sources(folder, n=5, size=(170, 180)):
     return folder
 
 
-#: One launch for both scripts (each main() joins and leaves its own process group): the fusion
-#: as run_infer.py, then the scoring of what one process fused as run_eval.py.
-FUSE_THEN_SCORE = """
-import sys
-import run_eval, run_infer
-infer, score, *more = " ".join(sys.argv[1:]).split(" -- ")
+#: One launch for every plain run of the scripts (a launch costs ~6 s before any work): each
+#: main() joins and leaves its own process group. Its argument is the runs as JSON, each led by
+#: the script's name; every run's lines follow an "=== name" marker on both streams.
+SCRIPTS = """
+import json, sys
+import run_eval, run_infer, run_train
 from utils.log import log  # the scripts' voice: rank 0 alone speaks
-log.info(f"infer exit {run_infer.main(infer.split())}")
-log.info(f"eval exit {run_eval.main(score.split())}")
-for argv in more:  # more run_infer.py runs (a sequence)
-    log.info(f"sequence exit {run_infer.main(argv.split())}")
+for name, *argv in json.loads(sys.argv[1]):
+    log.info(f"=== {name}")
+    log.warning(f"=== {name}")
+    log.info(f"{name} exit {getattr(sys.modules['run_' + name], 'main')(argv)}")
 """
 
 
-def test_sharded_fusion_and_scoring_are_those_of_one_process(tmp_path):
+class Launch:
+    """The one torchrun launch of the default run: what it wrote under ``root`` and said."""
+
+    def __init__(self, root: Path, runs: list[list]):
+        self.root = root
+        self.r = torchrun("-c", SCRIPTS, json.dumps([[str(a) for a in run] for run in runs]))
+
+    def said(self, name: str, stream: str = "stdout") -> list[str]:
+        """What each run of script ``name`` wrote to ``stream``, in the order of the runs."""
+        marker = "=== " if stream == "stdout" else "warning: === "
+        return [p for p in getattr(self.r, stream).split(marker)[1:] if p.startswith(name + "\n")]
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory):
+    """Two ranks fuse a set with a bad pair (skipped), score one process's fusion of it, fuse a
+    frame sequence and train an epoch; each test compares its part with one process."""
+    root = tmp_path_factory.mktemp("launch")
+    for i in range(6):
+        write_gray(root / "imgs" / f"im{i}.png", 24 + i, 30, i)
+    data = sources(root / "S")
+    sources(root / "good")
+    (data / "IR6.png").write_bytes(b"not an image")
+    (data / "VIS6.png").write_bytes((data / "VIS1.png").read_bytes())
+    frames = [frame_folder(root / "ir", 1), frame_folder(root / "vi", 50)]
+    # What the launch scores is one process's fusion of the set (skipping the bad pair: exit 1).
+    assert run_infer.main([*fuse_set_args(data), "--output_path", str(root / "one")]) == 1
+    return Launch(root, [
+        ["infer", *fuse_set_args(data), "--output_path", root / "two"],
+        ["eval", *score_args(root), "--csv", root / "two.csv", "--json", root / "two.json"],
+        ["infer", *sequence_args(frames), "--output_path", root / "two"],
+        ["train", *train_args(root / "imgs", root / "two", "--num_epochs", "1")]])
+
+
+def fuse_set_args(data):
+    return ["--test_path", str(data), "--device", "cpu", "--skip_bad"]
+
+
+def score_args(root):
+    return ["--fused", str(root / "one/S_fusion"), "--test_path", str(root / "good")]
+
+
+def sequence_args(frames):
+    return ["--frames", *map(str, frames), "--write", "both", "--device", "cpu"]
+
+
+def test_sharded_fusion_and_scoring_are_those_of_one_process(launch):
     """Byte-identical images, record and tables; a bad pair (skipped here) is reported once. In
     the same launch a frame sequence, split into contiguous chunks: the frames of one process,
     byte for byte, and one video of them all."""
-    good = sources(tmp_path / "good")
-    data = sources(tmp_path / "S")
-    (data / "IR6.png").write_bytes(b"not an image")
-    (data / "VIS6.png").write_bytes((data / "VIS1.png").read_bytes())
-    fuse = ["--test_path", str(data), "--device", "cpu", "--skip_bad"]
-    one, two = tmp_path / "one/S_fusion", tmp_path / "two/S_fusion"
-    score = ["--fused", str(one), "--test_path", str(good)]
-    assert run_infer.main([*fuse, "--output_path", str(tmp_path / "one")]) == 1
-    assert run_eval.main([*score, "--csv", str(tmp_path / "one.csv"), "--json", str(tmp_path / "one.json")]) == 0
-    seq = ["--frames", str(frame_folder(tmp_path / "ir", 1)), str(frame_folder(tmp_path / "vi", 50)), "--write",
-           "both", "--device", "cpu"]
-    assert run_infer.main([*seq, "--output_path", str(tmp_path / "one")]) == 0
-    r = torchrun("-c", FUSE_THEN_SCORE, *fuse, "--output_path", str(tmp_path / "two"), "--", *score,
-                 "--csv", str(tmp_path / "two.csv"), "--json", str(tmp_path / "two.json"), "--", *seq,
-                 "--output_path", str(tmp_path / "two"))
-    assert r.returncode == 0 and r.stdout.count("infer exit 1") == r.stdout.count("eval exit 0") == 1, r.stderr
-    assert r.stdout.count("sequence exit 0") == 1 and "7 frames fused" in r.stdout and "2 processes" in r.stdout
-    frames_one, frames_two = (sorted((tmp_path / w / "video" / "ir_vi").glob("*.png")) for w in ("one", "two"))
+    root = launch.root
+    one, two = root / "one/S_fusion", root / "two/S_fusion"
+    assert run_eval.main([*score_args(root), "--csv", str(root / "one.csv"), "--json", str(root / "one.json")]) == 0
+    assert run_infer.main([*sequence_args([root / "ir", root / "vi"]), "--output_path", str(root / "one")]) == 0
+    (infer, sequence), (score,) = launch.said("infer"), launch.said("eval")
+    assert "infer exit 1" in infer and "infer exit 0" in sequence and "eval exit 0" in score, launch.r.stderr
+    assert "7 frames fused" in sequence and "2 processes" in sequence
+    frames_one, frames_two = (sorted((root / w / "video" / "ir_vi").glob("*.png")) for w in ("one", "two"))
     assert [p.name for p in frames_two] == [p.name for p in frames_one] and len(frames_one) == 7
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(frames_one, frames_two, strict=True))
     from utils.video import open_sequence
-    assert open_sequence(tmp_path / "two" / "video" / "ir_vi.mp4").count == 7
-    records = [json.loads((tmp_path / w / "video" / "ir_vi.json").read_text()) for w in ("one", "two")]
+    assert open_sequence(root / "two" / "video" / "ir_vi.mp4").count == 7
+    records = [json.loads((root / w / "video" / "ir_vi.json").read_text()) for w in ("one", "two")]
     assert records[0]["limits"] == records[1]["limits"] and records[1]["processes"] == 2
     assert records[0]["flicker"] == records[1]["flicker"]
-    assert not [p for p in (tmp_path / "two" / "video").iterdir() if p.name.startswith(".")]
-    assert r.stderr.count("IR6.png: not an image file") == 1
+    assert not [p for p in (root / "two" / "video").iterdir() if p.name.startswith(".")]
+    assert launch.r.stderr.count("IR6.png: not an image file") == 1
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert all((two / p.name).read_bytes() == p.read_bytes() for p in one.iterdir())
-    assert r.stdout.count("5 pairs fused") == 1
-    assert all((tmp_path / f"one.{e}").read_bytes() == (tmp_path / f"two.{e}").read_bytes() for e in ("csv", "json"))
+    assert infer.count("5 pairs fused") == 1
+    assert all((root / f"one.{e}").read_bytes() == (root / f"two.{e}").read_bytes() for e in ("csv", "json"))
 
 
 # ---- the pieces, without a launch ---------------------------------------------------------------
