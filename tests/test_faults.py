@@ -106,9 +106,10 @@ def test_ctrl_c_during_fusion_is_one_line(tmp_path, tiny_weights):
     """SIGINT mid-set: exit 2, one error line saying what was written, no traceback; every image
     written is complete and the folder's record labels it."""
     d = tmp_path / "S"
-    for k in range(1, 41):
-        write_gray(d / f"IR{k}.png", 300, 300, k)
-        write_gray(d / f"VIS{k}.png", 300, 300, k + 50)
+    ir, vis = write_gray(d / "IR1.png", 300, 300, 1), write_gray(d / "VIS1.png", 300, 300, 51)
+    for k in range(2, 41):  # copies: generating 80 images took longer than the fusion they feed
+        (d / f"IR{k}.png").write_bytes(ir.read_bytes())
+        (d / f"VIS{k}.png").write_bytes(vis.read_bytes())
     out = tmp_path / "res"
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_infer.py"), "--test_path", str(d),
                              "--output_path", str(out), "--weights", str(tiny_weights), "--device", "cpu"],
