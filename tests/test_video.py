@@ -44,7 +44,7 @@ def clips(tmp_path_factory):
 
 def said(capsys) -> str:
     """What the scripts wrote (utils/log.py writes to the streams, not through the root logger:
-    pytest's caplog sees it only in some versions)."""
+    pytest's log-capture fixture sees it only in some versions)."""
     out = capsys.readouterr()
     return out.out + out.err
 
