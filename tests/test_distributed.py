@@ -119,7 +119,7 @@ def reference(images, tmp_path):
 
 def test_two_ranks_train_what_one_process_trains_and_resume_in_one(launch, reference):
     (train,) = launch.said("train")
-    assert "train exit 0" in train, launch.r.stderr
+    assert launch.r.returncode == 0 and "train exit 0" in train, launch.r.stderr
     two = launch.root / "two/r/checkpoints"
     a, b = checkpoint(reference / "epoch_1.pt"), checkpoint(two / "epoch_1.pt")
     assert a["step"] == b["step"] == 3 and max_diff(a, b) <= 1e-6
@@ -198,7 +198,7 @@ from utils.log import log  # the scripts' voice: rank 0 alone speaks
 for name, *argv in json.loads(sys.argv[1]):
     log.info(f"=== {name}")
     log.warning(f"=== {name}")
-    log.info(f"{name} exit {getattr(sys.modules['run_' + name], 'main')(argv)}")
+    log.info(f"{name} exit {sys.modules['run_' + name].main(argv)}")
 """
 
 
@@ -257,6 +257,7 @@ def test_sharded_fusion_and_scoring_are_those_of_one_process(launch):
     assert run_eval.main([*score_args(root), "--csv", str(root / "one.csv"), "--json", str(root / "one.json")]) == 0
     assert run_infer.main([*sequence_args([root / "ir", root / "vi"]), "--output_path", str(root / "one")]) == 0
     (infer, sequence), (score,) = launch.said("infer"), launch.said("eval")
+    assert launch.r.returncode == 0, launch.r.stderr
     assert "infer exit 1" in infer and "infer exit 0" in sequence and "eval exit 0" in score, launch.r.stderr
     assert "7 frames fused" in sequence and "2 processes" in sequence
     frames_one, frames_two = (sorted((root / w / "video" / "ir_vi").glob("*.png")) for w in ("one", "two"))
