@@ -1,5 +1,5 @@
 """The code's shape: no import cycles among the project's modules, no sys.path edits, thin scripts
-that start fast."""
+that start fast, tests that read what the scripts say from the streams."""
 import ast
 import subprocess
 import sys
@@ -54,8 +54,9 @@ def test_no_sys_path_edits():
 
 
 def test_tests_read_what_the_scripts_say_from_the_streams():
-    """utils/log.py's logger does not propagate to the root logger, so pytest's log-capture fixture sees its
-    lines in some pytest versions (9.2) and not in others (9.0, CI's): tests use capsys."""
+    """utils/log.py's logger does not propagate to the root logger, so pytest's log-capture
+    fixture sees its lines in some pytest versions (9.2) and not in others (9.0, CI's): tests
+    use capsys."""
     fixture = "cap" + "log"  # spelt apart: this file has none either
     offenders = [p.name for p in (ROOT / "tests").glob("*.py") if fixture in p.read_text()]
     assert offenders == []
